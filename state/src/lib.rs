@@ -1,0 +1,21 @@
+//! The session state machine of sessiond.
+//!
+//! Apply is a deterministic function of (state, log index, batch of commands stamped with the
+//! leader's clock): no clock, no randomness, no I/O beyond the [`kv::KvRead`] seam. Every
+//! replica, the unit tests and the property tests run the same code, so the same log gives
+//! byte-identical state everywhere.
+//!
+//! - [`command`]: what the log carries and what apply answers.
+//! - [`apply`]: the entry point that applies one batch.
+//! - [`query`]: the read side used by `GetSession`, `ListUserSessions` and the expiry sweeper.
+//! - [`invariants`]: checks that every index equals what the records imply.
+
+pub mod apply;
+pub mod codec;
+pub mod command;
+pub mod invariants;
+pub mod kv;
+pub mod limits;
+pub mod query;
+pub mod record;
+pub mod token;
