@@ -1,0 +1,229 @@
+//! The `Cluster` operator service: status of this node, membership changes (forwarded to the
+//! leader), and snapshots on demand.
+
+use super::error;
+use super::route::{is_forwarded, Route, Router, MAX_CLIENT_MESSAGE_BYTES};
+use crate::raft_types::{NodeId, NodeInfo, Raft};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use sessiond_proto::v1 as pb;
+use sessiond_proto::v1::cluster_client::ClusterClient;
+use sessiond_proto::v1::cluster_server::Cluster;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// How long `TriggerSnapshot` waits for the snapshot to be built.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
+
+/// The `Cluster` service of one node.
+#[derive(Clone)]
+pub struct ClusterService {
+    pub(crate) id: NodeId,
+    pub(crate) raft: Raft,
+    pub(crate) router: Router,
+    pub(crate) state: crate::store::StateReader,
+}
+
+fn cluster_client(ch: Channel) -> ClusterClient<Channel> {
+    ClusterClient::new(ch)
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+}
+
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            error::not_leader(f.leader_id, f.leader_node.as_ref())
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            error::invalid(c.to_string())
+        }
+        other => error::unavailable(other.to_string(), None),
+    }
+}
+
+impl ClusterService {
+    fn members(&self) -> Vec<pb::Member> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, info)| pb::Member {
+                id: *id,
+                client_addr: info.client_addr.clone(),
+                peer_addr: info.peer_addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    fn membership_response(&self, log_index: u64) -> pb::MembershipResponse {
+        pb::MembershipResponse {
+            log_index,
+            members: self.members(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let m = self.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => pb::Role::Leader,
+            ServerState::Follower => pb::Role::Follower,
+            ServerState::Candidate => pb::Role::Candidate,
+            ServerState::Learner => pb::Role::Learner,
+            ServerState::Shutdown => pb::Role::Shutdown,
+        };
+        let leader = self.router.leader();
+        let last_log = m.last_log_index.unwrap_or(0);
+        let replication_lag: std::collections::HashMap<u64, u64> = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, matched)| {
+                        let at = matched.map(|l| l.index).unwrap_or(0);
+                        (*id, last_log.saturating_sub(at))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+        Ok(Response::new(pb::StatusResponse {
+            node_id: self.id,
+            role: role as i32,
+            term: m.current_term,
+            leader_id: leader.as_ref().map(|(id, _)| *id).unwrap_or(0),
+            leader_addr: leader.map(|(_, i)| i.client_addr).unwrap_or_default(),
+            // openraft 0.9 does not publish the commit index; everything applied is committed,
+            // and a healthy node applies what it learns is committed right away.
+            commit_index: applied,
+            applied_index: applied,
+            last_log_index: last_log,
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            members: self.members(),
+            replication_lag,
+            millis_since_quorum_ack: m.millis_since_quorum_ack.unwrap_or(0),
+            state_machine_time_ms: sessiond_state::query::clock(&self.state.view())
+                .map_err(error::storage)?,
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        if req.node_id == 0 || req.client_addr.is_empty() || req.peer_addr.is_empty() {
+            return Err(error::invalid(
+                "node_id (> 0), client_addr and peer_addr are required",
+            ));
+        }
+        if let Route::Forward(ch) = self.router.route(forwarded)? {
+            return cluster_client(ch)
+                .add_learner(self.router.request(req))
+                .await;
+        }
+        let info = NodeInfo {
+            client_addr: req.client_addr,
+            peer_addr: req.peer_addr,
+        };
+        let resp = self
+            .raft
+            .add_learner(req.node_id, info, req.blocking)
+            .await
+            .map_err(membership_error)?;
+        Ok(Response::new(self.membership_response(resp.log_id.index)))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        let voters: BTreeSet<NodeId> = req.voters.iter().copied().collect();
+        if voters.is_empty() || voters.contains(&0) {
+            return Err(error::invalid(
+                "voters must be a non-empty set of node ids > 0",
+            ));
+        }
+        if let Route::Forward(ch) = self.router.route(forwarded)? {
+            return cluster_client(ch)
+                .change_membership(self.router.request(req))
+                .await;
+        }
+        let known: BTreeMap<NodeId, NodeInfo> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.clone()))
+                .collect()
+        };
+        if let Some(unknown) = voters.iter().find(|id| !known.contains_key(id)) {
+            return Err(error::invalid(format!(
+                "node {unknown} is not a member; add it as a learner first"
+            )));
+        }
+        let resp = self
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), req.retain)
+            .await
+            .map_err(membership_error)?;
+        Ok(Response::new(self.membership_response(resp.log_id.index)))
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        _request: Request<pb::TriggerSnapshotRequest>,
+    ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        let applied = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| error::unavailable(e.to_string(), None))?;
+        let mut rx = self.raft.metrics();
+        let wait = async {
+            loop {
+                let at = rx
+                    .borrow_and_update()
+                    .snapshot
+                    .map(|l| l.index)
+                    .unwrap_or(0);
+                if at >= applied {
+                    return Ok(at);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(error::unavailable("node is shutting down", None));
+                }
+            }
+        };
+        match tokio::time::timeout(SNAPSHOT_WAIT, wait).await {
+            Ok(Ok(index)) => Ok(Response::new(pb::TriggerSnapshotResponse {
+                snapshot_index: index,
+            })),
+            Ok(Err(s)) => Err(s),
+            Err(_) => Err(error::unavailable("snapshot not finished in time", None)),
+        }
+    }
+}

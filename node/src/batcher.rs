@@ -1,0 +1,207 @@
+//! Write batching: concurrent commands are coalesced into one log entry.
+//!
+//! openraft 0.9 syncs the log once per `client_write`, so proposing every command on its own
+//! would cost one fsync each. The batcher takes whatever commands are waiting when a slot
+//! frees up (at most `max_batch`), stamps them with the leader's wall clock, proposes them as
+//! one [`Batch`], and hands each caller its own outcome. While an entry is being replicated
+//! the next batch fills up, so batch size adapts to load with no added latency when idle.
+
+use crate::clock::wall_ms;
+use crate::raft_types::{NodeId, NodeInfo, Raft};
+use crate::store::StateReader;
+use openraft::error::{ClientWriteError, RaftError};
+use sessiond_state::command::{Batch, Command, Outcome};
+use sessiond_state::kv::{Cf, KvRead};
+use sessiond_state::record::Policy;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Why a proposal produced no outcome.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the leader; nothing was appended, so forwarding is safe.
+    #[error("not the leader")]
+    NotLeader {
+        leader_id: Option<NodeId>,
+        leader: Option<NodeInfo>,
+    },
+    /// The outcome is unknown (leadership lost after appending, node shutting down, ...):
+    /// the caller must retry with the same request id.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Makes sure the cluster policy is in the state before the first command runs under it.
+///
+/// A freshly bootstrapped cluster has no policy in its state; the first batch a leader
+/// proposes then starts with `Configure` carrying this node's configured policy, so even the
+/// very first create is judged by the operator's rules rather than built-in defaults.
+struct PolicyGuard {
+    policy: Policy,
+    state: StateReader,
+    configured: bool,
+}
+
+impl PolicyGuard {
+    fn command(&mut self) -> Option<Command> {
+        if self.configured {
+            return None;
+        }
+        match self.state.view().get(Cf::Meta, POLICY_KEY) {
+            Ok(Some(_)) => {
+                self.configured = true;
+                None
+            }
+            Ok(None) => Some(Command::Configure {
+                policy: self.policy.clone(),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the policy; proposing without it");
+                None
+            }
+        }
+    }
+}
+
+/// Meta key under which the state machine keeps the policy (absent until configured).
+pub const POLICY_KEY: &[u8] = b"policy";
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Result<Outcome, ProposeError>>,
+}
+
+/// Handle to the batcher task.
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Pending>,
+}
+
+/// Observations of the batcher, for metrics.
+pub trait BatchObserver: Send + Sync + 'static {
+    /// A batch of `size` commands was proposed.
+    fn batch_proposed(&self, size: usize);
+}
+
+impl Proposer {
+    /// Start the batcher task for `raft`.
+    pub fn spawn(
+        raft: Raft,
+        state: StateReader,
+        policy: Policy,
+        limits: BatchLimits,
+        observer: Arc<dyn BatchObserver>,
+    ) -> Proposer {
+        let (tx, rx) = mpsc::channel(limits.max_batch.saturating_mul(4).max(64));
+        let guard = PolicyGuard {
+            policy,
+            state,
+            configured: false,
+        };
+        tokio::spawn(run(raft, rx, limits, guard, observer));
+        Proposer { tx }
+    }
+
+    /// Propose one command and wait for its outcome.
+    pub async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending { command, reply })
+            .await
+            .map_err(|_| ProposeError::Unavailable("node is shutting down".into()))?;
+        rx.await
+            .map_err(|_| ProposeError::Unavailable("node is shutting down".into()))?
+    }
+}
+
+/// How large batches get and how many are in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_batch: usize,
+    pub max_inflight: usize,
+}
+
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<Pending>,
+    limits: BatchLimits,
+    mut guard: PolicyGuard,
+    observer: Arc<dyn BatchObserver>,
+) {
+    let max_batch = limits.max_batch;
+    let slots = Arc::new(Semaphore::new(limits.max_inflight));
+    loop {
+        // Wait for a free slot first, so commands keep queueing (and batching) meanwhile.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut pending = vec![first];
+        while pending.len() < max_batch {
+            match rx.try_recv() {
+                Ok(p) => pending.push(p),
+                Err(_) => break,
+            }
+        }
+        observer.batch_proposed(pending.len());
+        let configure = guard.command();
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let skip = usize::from(configure.is_some());
+            let (commands, replies): (Vec<_>, Vec<_>) = configure
+                .into_iter()
+                .map(|c| (c, None))
+                .chain(pending.into_iter().map(|p| (p.command, Some(p.reply))))
+                .unzip();
+            let replies: Vec<_> = replies.into_iter().flatten().collect();
+            let batch = Batch {
+                stamp_ms: wall_ms(),
+                commands,
+            };
+            let n = replies.len();
+            match raft.client_write(batch).await {
+                Ok(resp) => {
+                    let mut outcomes = resp.data;
+                    if skip > 0 && outcomes.len() == n + skip {
+                        if let Some(Err(e)) = outcomes.first() {
+                            tracing::error!(error = %e, "the configured policy was refused");
+                        }
+                        outcomes.drain(..skip);
+                    }
+                    if outcomes.len() != n {
+                        let err = ProposeError::Unavailable(format!(
+                            "state machine answered {} outcomes for {n} commands",
+                            outcomes.len()
+                        ));
+                        for r in replies {
+                            let _ = r.send(Err(err.clone()));
+                        }
+                    } else {
+                        for (r, o) in replies.into_iter().zip(outcomes) {
+                            let _ = r.send(Ok(o));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let err = propose_error(e);
+                    for r in replies {
+                        let _ = r.send(Err(err.clone()));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn propose_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
+            leader_id: f.leader_id,
+            leader: f.leader_node,
+        },
+        other => ProposeError::Unavailable(other.to_string()),
+    }
+}

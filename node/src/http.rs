@@ -1,0 +1,72 @@
+//! The node's HTTP surface for operators and orchestrators: `/healthz` (the process serves)
+//! and `/readyz` (it belongs to a cluster with a known leader and has applied what it knows
+//! to be committed).
+
+use crate::raft_types::{NodeId, Raft};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use openraft::ServerState;
+use std::net::SocketAddr;
+
+#[derive(Clone)]
+struct Http {
+    id: NodeId,
+    raft: Raft,
+}
+
+/// Whether this node can serve: a known leader, a voting or learning member, and no backlog
+/// of fetched-but-unapplied log entries beyond `max_lag`.
+pub fn readiness(id: NodeId, raft: &Raft, max_lag: u64) -> Result<(), String> {
+    let m = raft.metrics().borrow().clone();
+    if m.running_state.is_err() {
+        return Err("raft has stopped".into());
+    }
+    let leader = m.current_leader.ok_or("no known leader")?;
+    if !m
+        .membership_config
+        .membership()
+        .nodes()
+        .any(|(n, _)| *n == id)
+    {
+        return Err("not a member of the cluster".into());
+    }
+    if matches!(m.state, ServerState::Candidate | ServerState::Shutdown) {
+        return Err(format!("state {:?}", m.state));
+    }
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let last = m.last_log_index.unwrap_or(0);
+    if last.saturating_sub(applied) > max_lag {
+        return Err(format!(
+            "applied index {applied} is behind log index {last}"
+        ));
+    }
+    let _ = leader;
+    Ok(())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(h): State<Http>) -> (StatusCode, String) {
+    match readiness(h.id, &h.raft, 1_000) {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+/// Serve the HTTP surface on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, id: NodeId, raft: Raft) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(Http { id, raft });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! Raft traffic between nodes over gRPC: the client side that openraft drives
+//! ([`PeerNetwork`]), and the server side on the peer port ([`PeerService`]).
+//!
+//! openraft's messages travel as postcard bytes inside a small envelope that names the
+//! intended node, so a message that reaches the wrong node (a reused address, a
+//! misconfigured peer list) is refused rather than applied.
+
+use crate::raft_types::{NodeId, NodeInfo, Raft, TypeConfig};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sessiond_proto::v1::raft_client::RaftClient;
+use sessiond_proto::v1::{InfoReply, InfoRequest, RaftReply, RaftRequest};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest message on the peer port: big enough for a full AppendEntries batch or snapshot chunk.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why a peer call failed before a Raft-level answer came back.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer {0} unreachable: {1}")]
+    Unreachable(String, String),
+    #[error("peer call timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("peer refused the call: {0}")]
+    Refused(String),
+    #[error("undecodable peer message: {0}")]
+    Codec(String),
+}
+
+/// Cached gRPC channels to peers, one per address, shared by every replication stream.
+#[derive(Clone, Default)]
+pub struct Channels {
+    inner: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    /// The channel to `addr` (`host:port`), created lazily and reused.
+    pub fn get(&self, addr: &str) -> Result<Channel, PeerError> {
+        let mut map = self
+            .inner
+            .lock()
+            .map_err(|_| PeerError::Refused("channel cache poisoned".into()))?;
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| PeerError::Unreachable(addr.to_string(), e.to_string()))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let ch = endpoint.connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
+
+/// openraft's network factory: hands out a client per target node.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    self_id: NodeId,
+    channels: Channels,
+}
+
+impl PeerNetwork {
+    /// A factory for node `self_id`.
+    pub fn new(self_id: NodeId, channels: Channels) -> Self {
+        PeerNetwork { self_id, channels }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> Self::Network {
+        PeerClient {
+            self_id: self.self_id,
+            target,
+            node: node.clone(),
+            channels: self.channels.clone(),
+        }
+    }
+}
+
+/// A connection to one peer, used by openraft for one replication stream or vote.
+pub struct PeerClient {
+    self_id: NodeId,
+    target: NodeId,
+    node: NodeInfo,
+    channels: Channels,
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, PeerError> {
+    postcard::to_allocvec(v).map_err(|e| PeerError::Codec(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, PeerError> {
+    postcard::from_bytes(b).map_err(|e| PeerError::Codec(e.to_string()))
+}
+
+/// Which RPC of the peer service to call.
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let action = match rpc {
+            Rpc::Append => RPCTypes::AppendEntries,
+            Rpc::Vote => RPCTypes::Vote,
+            Rpc::Snapshot => RPCTypes::InstallSnapshot,
+        };
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let channel = self
+            .channels
+            .get(&self.node.peer_addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        let mut request = tonic::Request::new(RaftRequest {
+            target_node_id: self.target,
+            from_node_id: self.self_id,
+            payload,
+        });
+        request.set_timeout(ttl);
+        let fut = async {
+            match rpc {
+                Rpc::Append => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::Snapshot => client.install_snapshot(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, fut).await {
+            Err(_) => {
+                return Err(RPCError::Timeout(Timeout {
+                    action,
+                    id: self.self_id,
+                    target: self.target,
+                    timeout: ttl,
+                }))
+            }
+            Ok(Err(status)) => return Err(self.status_error(status, action, ttl)),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn status_error<E: std::error::Error>(
+        &self,
+        status: tonic::Status,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<NodeId, NodeInfo, RaftError<NodeId, E>> {
+        match status.code() {
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => RPCError::Timeout(Timeout {
+                action,
+                id: self.self_id,
+                target: self.target,
+                timeout: ttl,
+            }),
+            tonic::Code::Unavailable | tonic::Code::Unknown => {
+                RPCError::Unreachable(Unreachable::new(&PeerError::Unreachable(
+                    self.node.peer_addr.clone(),
+                    status.message().to_string(),
+                )))
+            }
+            _ => RPCError::Network(NetworkError::new(&PeerError::Refused(format!(
+                "{:?}: {}",
+                status.code(),
+                status.message()
+            )))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::Append, &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+    }
+}
+
+/// Ask the node behind a peer address who it is (used while bootstrapping).
+pub async fn peer_info(
+    channels: &Channels,
+    addr: &str,
+    timeout: Duration,
+) -> Result<InfoReply, PeerError> {
+    let channel = channels.get(addr)?;
+    let mut client = RaftClient::new(channel);
+    let mut req = tonic::Request::new(InfoRequest {});
+    req.set_timeout(timeout);
+    match tokio::time::timeout(timeout, client.info(req)).await {
+        Err(_) => Err(PeerError::Timeout(timeout)),
+        Ok(Err(s)) => Err(PeerError::Unreachable(addr.to_string(), s.message().into())),
+        Ok(Ok(r)) => Ok(r.into_inner()),
+    }
+}
+
+/// The peer-port gRPC service: hands decoded messages to the local Raft.
+#[derive(Clone)]
+pub struct PeerService {
+    node_id: NodeId,
+    info: NodeInfo,
+    raft: Raft,
+}
+
+impl PeerService {
+    /// Serve Raft traffic for `raft`, which is node `node_id` reachable at `info`.
+    pub fn new(node_id: NodeId, info: NodeInfo, raft: Raft) -> Self {
+        PeerService {
+            node_id,
+            info,
+            raft,
+        }
+    }
+
+    fn open<T: DeserializeOwned>(&self, req: RaftRequest) -> Result<T, tonic::Status> {
+        if req.target_node_id != self.node_id {
+            return Err(tonic::Status::failed_precondition(format!(
+                "message for node {} reached node {}",
+                req.target_node_id, self.node_id
+            )));
+        }
+        decode(&req.payload).map_err(|e| tonic::Status::invalid_argument(e.to_string()))
+    }
+
+    fn reply<T: Serialize>(v: &T) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+        let payload = encode(v).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        Ok(tonic::Response::new(RaftReply { payload }))
+    }
+}
+
+#[tonic::async_trait]
+impl sessiond_proto::v1::raft_server::Raft for PeerService {
+    async fn append_entries(
+        &self,
+        request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+        let req: AppendEntriesRequest<TypeConfig> = self.open(request.into_inner())?;
+        Self::reply(&self.raft.append_entries(req).await)
+    }
+
+    async fn vote(
+        &self,
+        request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+        let req: VoteRequest<NodeId> = self.open(request.into_inner())?;
+        Self::reply(&self.raft.vote(req).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: tonic::Request<RaftRequest>,
+    ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+        let req: InstallSnapshotRequest<TypeConfig> = self.open(request.into_inner())?;
+        Self::reply(&self.raft.install_snapshot(req).await)
+    }
+
+    async fn info(
+        &self,
+        _request: tonic::Request<InfoRequest>,
+    ) -> Result<tonic::Response<InfoReply>, tonic::Status> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        Ok(tonic::Response::new(InfoReply {
+            node_id: self.node_id,
+            client_addr: self.info.client_addr.clone(),
+            peer_addr: self.info.peer_addr.clone(),
+            initialized,
+        }))
+    }
+}

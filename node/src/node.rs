@@ -1,0 +1,262 @@
+//! One running node: storage, Raft, the peer and client servers, the batcher, the read
+//! barrier, the expiry sweeper, and bootstrapping a new cluster.
+
+use crate::api::cluster::ClusterService;
+use crate::api::route::{Router, MAX_CLIENT_MESSAGE_BYTES};
+use crate::api::sessions::SessionsService;
+use crate::batcher::{BatchLimits, Proposer};
+use crate::config::NodeConfig;
+use crate::network::{peer_info, Channels, PeerNetwork, PeerService, MAX_PEER_MESSAGE_BYTES};
+use crate::observe::{NoObserver, Observer};
+use crate::raft_types::{NodeId, NodeInfo, Raft};
+use crate::reads::ReadBarrier;
+use crate::store::Store;
+use anyhow::Context;
+use sessiond_proto::v1::cluster_server::ClusterServer;
+use sessiond_proto::v1::raft_server::RaftServer;
+use sessiond_proto::v1::sessions_server::SessionsServer;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The Raft settings derived from the node configuration.
+pub fn raft_config(cfg: &NodeConfig) -> anyhow::Result<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "sessiond".into(),
+        heartbeat_interval: cfg.heartbeat_ms,
+        election_timeout_min: cfg.election_timeout_min_ms,
+        election_timeout_max: cfg.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
+        max_in_snapshot_log_to_keep: cfg.keep_logs,
+        // Entries are batches of up to `max_batch` commands; keep one AppendEntries bounded.
+        max_payload_entries: 64,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    Ok(config.validate()?)
+}
+
+/// A started node.
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Open storage, start Raft and every server and background task.
+    pub async fn start(cfg: NodeConfig) -> anyhow::Result<Node> {
+        let observer: Arc<dyn Observer> = Arc::new(NoObserver);
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+        let (log, machine, state) = Store::open(&cfg.data_dir)?;
+        let channels = Channels::default();
+        let raft = Raft::new(
+            cfg.node_id,
+            Arc::new(raft_config(&cfg)?),
+            PeerNetwork::new(cfg.node_id, channels.clone()),
+            log,
+            machine,
+        )
+        .await
+        .context("starting raft")?;
+        let me = NodeInfo {
+            client_addr: cfg.advertise_client_addr.clone(),
+            peer_addr: cfg.advertise_peer_addr.clone(),
+        };
+        let mut tasks = Vec::new();
+
+        let peer_listener = tokio::net::TcpListener::bind(cfg.peer_addr)
+            .await
+            .with_context(|| format!("binding peer address {}", cfg.peer_addr))?;
+        let peer = RaftServer::new(PeerService::new(cfg.node_id, me.clone(), raft.clone()))
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(peer)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!(error = %e, "peer server stopped");
+            }
+        }));
+
+        let proposer = Proposer::spawn(
+            raft.clone(),
+            state.clone(),
+            cfg.policy.clone(),
+            BatchLimits {
+                max_batch: cfg.max_batch,
+                max_inflight: cfg.max_inflight_batches,
+            },
+            observer.clone(),
+        );
+        let reads = ReadBarrier::spawn(raft.clone(), observer.clone());
+        let router = Router::new(
+            cfg.node_id,
+            raft.clone(),
+            channels.clone(),
+            Duration::from_millis(cfg.request_timeout_ms),
+        );
+        let sessions = SessionsService {
+            router: router.clone(),
+            proposer: proposer.clone(),
+            reads,
+            state: state.clone(),
+            bootstrap_policy: cfg.policy.clone(),
+            observer,
+        };
+        let cluster = ClusterService {
+            id: cfg.node_id,
+            raft: raft.clone(),
+            router,
+            state: state.clone(),
+        };
+        let client_listener = tokio::net::TcpListener::bind(cfg.client_addr)
+            .await
+            .with_context(|| format!("binding client address {}", cfg.client_addr))?;
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(client_listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(
+                    SessionsServer::new(sessions)
+                        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+                )
+                .add_service(ClusterServer::new(cluster))
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!(error = %e, "client server stopped");
+            }
+        }));
+
+        if let Some(addr) = cfg.metrics_addr {
+            let (id, raft) = (cfg.node_id, raft.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::http::serve(addr, id, raft).await {
+                    tracing::error!(error = %e, "http server stopped");
+                }
+            }));
+        }
+
+        tasks.push(tokio::spawn(crate::sweeper::run(
+            cfg.node_id,
+            raft.clone(),
+            state,
+            proposer,
+            Duration::from_millis(cfg.expiry_interval_ms),
+        )));
+
+        if !cfg.initial_cluster.is_empty() {
+            let (raft, channels, cfg) = (raft.clone(), channels, cfg.clone());
+            tasks.push(tokio::spawn(async move {
+                bootstrap(raft, channels, cfg, me).await;
+            }));
+        }
+
+        tracing::info!(
+            node_id = cfg.node_id,
+            client = %cfg.client_addr,
+            peer = %cfg.peer_addr,
+            "node started"
+        );
+        Ok(Node {
+            id: cfg.node_id,
+            raft,
+            tasks,
+        })
+    }
+
+    /// Stop Raft and every task.
+    pub async fn shutdown(self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Initialize a new cluster from `--initial-cluster`: the member with the lowest id waits until
+/// it can reach every member, learns their client addresses, and initializes the membership.
+/// Does nothing on a node that already belongs to a cluster.
+async fn bootstrap(raft: Raft, channels: Channels, cfg: NodeConfig, me: NodeInfo) {
+    match raft.is_initialized().await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot tell whether this node is initialized");
+            return;
+        }
+    }
+    let Some(first) = cfg.initial_cluster.keys().next().copied() else {
+        return;
+    };
+    if first != cfg.node_id {
+        tracing::info!(
+            bootstrapper = first,
+            "waiting to be initialized by the lowest id"
+        );
+        return;
+    }
+    let mut attempt: u64 = 0;
+    loop {
+        attempt += 1;
+        let mut members = BTreeMap::new();
+        let mut missing = Vec::new();
+        let mut already = false;
+        for (&id, addr) in &cfg.initial_cluster {
+            if id == cfg.node_id {
+                members.insert(id, me.clone());
+                continue;
+            }
+            match peer_info(&channels, addr, Duration::from_secs(1)).await {
+                Ok(info) if info.node_id != id => {
+                    tracing::error!(
+                        peer = %addr,
+                        expected = id,
+                        found = info.node_id,
+                        "--initial-cluster names the wrong node id for this address"
+                    );
+                    missing.push(id);
+                }
+                Ok(info) => {
+                    already |= info.initialized;
+                    members.insert(
+                        id,
+                        NodeInfo {
+                            client_addr: info.client_addr,
+                            peer_addr: info.peer_addr,
+                        },
+                    );
+                }
+                Err(_) => missing.push(id),
+            }
+        }
+        if already {
+            tracing::info!("a member is already initialized; not bootstrapping");
+            return;
+        }
+        if missing.is_empty() {
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!("cluster initialized"),
+                Err(e) => tracing::warn!(error = %e, "initialize refused"),
+            }
+            return;
+        }
+        if attempt % 20 == 1 {
+            tracing::info!(?missing, "waiting for every initial member to be reachable");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if matches!(raft.is_initialized().await, Ok(true)) {
+            return;
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Hooks through which the request path reports what happened, so that metrics can be
+//! attached without the services knowing how they are exported.
+
+use crate::batcher::BatchObserver;
+use crate::reads::ReadObserver;
+use sessiond_state::command::Outcome;
+
+/// Everything the services report. Every method has a no-op default.
+pub trait Observer: BatchObserver + ReadObserver {
+    /// A proposed command finished with `outcome`.
+    fn outcome(&self, _op: &'static str, _outcome: &Outcome) {}
+    /// A read was served; `superseded` when the previous token was presented in its grace window.
+    fn read(&self, _op: &'static str, _superseded: bool) {}
+}
+
+/// Reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl BatchObserver for NoObserver {
+    fn batch_proposed(&self, _size: usize) {}
+}
+
+impl ReadObserver for NoObserver {
+    fn check_shared(&self, _readers: usize) {}
+}
+
+impl Observer for NoObserver {}
