@@ -7,6 +7,7 @@
 //! the next batch fills up, so batch size adapts to load with no added latency when idle.
 
 use crate::clock::wall_ms;
+use crate::freshness::Freshness;
 use crate::raft_types::{NodeId, NodeInfo, Raft};
 use crate::store::StateReader;
 use openraft::error::{ClientWriteError, RaftError};
@@ -87,6 +88,7 @@ impl Proposer {
     /// Start the batcher task for `raft`.
     pub fn spawn(
         raft: Raft,
+        freshness: Freshness,
         state: StateReader,
         policy: Policy,
         limits: BatchLimits,
@@ -98,7 +100,7 @@ impl Proposer {
             state,
             configured: false,
         };
-        tokio::spawn(run(raft, rx, limits, guard, observer));
+        tokio::spawn(run(raft, freshness, rx, limits, guard, observer));
         Proposer { tx }
     }
 
@@ -123,6 +125,7 @@ pub struct BatchLimits {
 
 async fn run(
     raft: Raft,
+    freshness: Freshness,
     mut rx: mpsc::Receiver<Pending>,
     limits: BatchLimits,
     mut guard: PolicyGuard,
@@ -148,6 +151,7 @@ async fn run(
         observer.batch_proposed(pending.len());
         let configure = guard.command();
         let raft = raft.clone();
+        let freshness = freshness.clone();
         tokio::spawn(async move {
             let skip = usize::from(configure.is_some());
             let (commands, replies): (Vec<_>, Vec<_>) = configure
@@ -163,6 +167,7 @@ async fn run(
             let n = replies.len();
             match raft.client_write(batch).await {
                 Ok(resp) => {
+                    freshness.touch();
                     let mut outcomes = resp.data;
                     if skip > 0 && outcomes.len() == n + skip {
                         if let Some(Err(e)) = outcomes.first() {

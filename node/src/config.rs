@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// Deadline of a request forwarded to the leader, ms.
     #[arg(long, env = "SESSIOND_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
+    /// STALE reads are served locally only within this long of the last contact with the
+    /// leader (default: the maximum election timeout); later they go to the leader.
+    #[arg(long, env = "SESSIOND_STALE_READ_BOUND_MS")]
+    pub stale_read_bound_ms: Option<u64>,
 }
 
 /// The TOML file: the same names as the flags, with `_`.
@@ -175,6 +179,7 @@ struct FileConfig {
     max_batch: Option<usize>,
     max_inflight_batches: Option<usize>,
     request_timeout_ms: Option<u64>,
+    stale_read_bound_ms: Option<u64>,
 }
 
 /// Resolved configuration of one node.
@@ -201,6 +206,7 @@ pub struct NodeConfig {
     pub max_batch: usize,
     pub max_inflight_batches: usize,
     pub request_timeout_ms: u64,
+    pub stale_read_bound_ms: u64,
 }
 
 macro_rules! pick {
@@ -312,6 +318,8 @@ impl ServeArgs {
             request_timeout_ms: pick!(self, file, request_timeout_ms)
                 .unwrap_or(5_000)
                 .max(1),
+            stale_read_bound_ms: pick!(self, file, stale_read_bound_ms)
+                .unwrap_or(election_timeout_max_ms),
         })
     }
 }

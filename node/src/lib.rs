@@ -14,6 +14,7 @@ pub mod batcher;
 pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod freshness;
 pub mod http;
 pub mod network;
 pub mod node;

@@ -5,6 +5,7 @@
 //! intended node, so a message that reaches the wrong node (a reused address, a
 //! misconfigured peer list) is refused rather than applied.
 
+use crate::freshness::Freshness;
 use crate::raft_types::{NodeId, NodeInfo, Raft, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -253,15 +254,17 @@ pub struct PeerService {
     node_id: NodeId,
     info: NodeInfo,
     raft: Raft,
+    freshness: Freshness,
 }
 
 impl PeerService {
     /// Serve Raft traffic for `raft`, which is node `node_id` reachable at `info`.
-    pub fn new(node_id: NodeId, info: NodeInfo, raft: Raft) -> Self {
+    pub fn new(node_id: NodeId, info: NodeInfo, raft: Raft, freshness: Freshness) -> Self {
         PeerService {
             node_id,
             info,
             raft,
+            freshness,
         }
     }
 
@@ -288,7 +291,17 @@ impl sessiond_proto::v1::raft_server::Raft for PeerService {
         request: tonic::Request<RaftRequest>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
         let req: AppendEntriesRequest<TypeConfig> = self.open(request.into_inner())?;
-        Self::reply(&self.raft.append_entries(req).await)
+        let result = self.raft.append_entries(req).await;
+        if matches!(
+            result,
+            Ok(AppendEntriesResponse::Success
+                | AppendEntriesResponse::PartialSuccess(_)
+                | AppendEntriesResponse::Conflict)
+        ) {
+            // Accepted from a leader of the current term: local state is fresh.
+            self.freshness.touch();
+        }
+        Self::reply(&result)
     }
 
     async fn vote(

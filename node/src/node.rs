@@ -6,6 +6,7 @@ use crate::api::route::{Router, MAX_CLIENT_MESSAGE_BYTES};
 use crate::api::sessions::SessionsService;
 use crate::batcher::{BatchLimits, Proposer};
 use crate::config::NodeConfig;
+use crate::freshness::Freshness;
 use crate::network::{peer_info, Channels, PeerNetwork, PeerService, MAX_PEER_MESSAGE_BYTES};
 use crate::observe::{NoObserver, Observer};
 use crate::raft_types::{NodeId, NodeInfo, Raft};
@@ -52,6 +53,7 @@ impl Node {
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
         let (log, machine, state) = Store::open(&cfg.data_dir)?;
         let channels = Channels::default();
+        let freshness = Freshness::new(cfg.stale_read_bound_ms);
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(raft_config(&cfg)?),
@@ -70,9 +72,14 @@ impl Node {
         let peer_listener = tokio::net::TcpListener::bind(cfg.peer_addr)
             .await
             .with_context(|| format!("binding peer address {}", cfg.peer_addr))?;
-        let peer = RaftServer::new(PeerService::new(cfg.node_id, me.clone(), raft.clone()))
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        let peer = RaftServer::new(PeerService::new(
+            cfg.node_id,
+            me.clone(),
+            raft.clone(),
+            freshness.clone(),
+        ))
+        .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
             if let Err(e) = tonic::transport::Server::builder()
@@ -87,6 +94,7 @@ impl Node {
 
         let proposer = Proposer::spawn(
             raft.clone(),
+            freshness.clone(),
             state.clone(),
             cfg.policy.clone(),
             BatchLimits {
@@ -95,7 +103,7 @@ impl Node {
             },
             observer.clone(),
         );
-        let reads = ReadBarrier::spawn(raft.clone(), observer.clone());
+        let reads = ReadBarrier::spawn(raft.clone(), freshness.clone(), observer.clone());
         let router = Router::new(
             cfg.node_id,
             raft.clone(),
@@ -109,6 +117,7 @@ impl Node {
             state: state.clone(),
             bootstrap_policy: cfg.policy.clone(),
             observer,
+            freshness,
         };
         let cluster = ClusterService {
             id: cfg.node_id,

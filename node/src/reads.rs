@@ -5,6 +5,7 @@
 //! share it: one round of heartbeats serves them all. A read never reuses a check that began
 //! before it arrived, which is what keeps it linearizable.
 
+use crate::freshness::Freshness;
 use crate::raft_types::{NodeId, NodeInfo, Raft};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
@@ -35,7 +36,11 @@ pub trait ReadObserver: Send + Sync + 'static {
 
 impl ReadBarrier {
     /// Start the task that runs leadership checks for `raft`.
-    pub fn spawn(raft: Raft, observer: std::sync::Arc<dyn ReadObserver>) -> ReadBarrier {
+    pub fn spawn(
+        raft: Raft,
+        freshness: Freshness,
+        observer: std::sync::Arc<dyn ReadObserver>,
+    ) -> ReadBarrier {
         let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<(), ReadError>>>(4096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -45,7 +50,10 @@ impl ReadBarrier {
                 }
                 observer.check_shared(waiters.len());
                 let result = match raft.ensure_linearizable().await {
-                    Ok(_) => Ok(()),
+                    Ok(_) => {
+                        freshness.touch();
+                        Ok(())
+                    }
                     Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                         Err(ReadError::NotLeader {
                             leader_id: f.leader_id,

@@ -35,6 +35,7 @@ pub struct SessionsService {
     /// Used until the cluster's own policy has been applied.
     pub(crate) bootstrap_policy: Policy,
     pub(crate) observer: Arc<dyn Observer>,
+    pub(crate) freshness: crate::freshness::Freshness,
 }
 
 /// Serve a leader-only request: here when this node leads, else forwarded to the leader.
@@ -410,7 +411,7 @@ impl Sessions for SessionsService {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         let token = Token::parse(&req.token).map_err(error::format)?;
-        if req.consistency == pb::Consistency::Stale as i32 {
+        if req.consistency == pb::Consistency::Stale as i32 && self.freshness.fresh() {
             // Served here. A touch that is due, or a reuse to record, is a write: those go
             // to the leader as the equivalent leader-only call.
             match self.get_local(&token, req.touch, false).await {
@@ -527,7 +528,7 @@ impl Sessions for SessionsService {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         limits::user_id(&req.user_id).map_err(error::session)?;
-        if req.consistency == pb::Consistency::Stale as i32 {
+        if req.consistency == pb::Consistency::Stale as i32 && self.freshness.fresh() {
             return match self.list_local(&req.user_id, false).await {
                 Ok(r) => Ok(Response::new(r)),
                 Err(Failure::Status(s)) => Err(s),
