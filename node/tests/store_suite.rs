@@ -104,7 +104,12 @@ async fn snapshot_installs_byte_for_byte_and_refuses_damage() {
     let before = dump(&reader);
     assert!(!before.is_empty());
 
-    let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     assert_eq!(snap.meta.last_log_id, Some(log_id(1, 2)));
     let stream = snap.snapshot.into_inner();
 
@@ -131,6 +136,10 @@ async fn snapshot_installs_byte_for_byte_and_refuses_damage() {
     drop(dst);
     drop(dst_reader);
     let (_, mut dst, _) = Store::open(dst_dir.path()).unwrap();
-    let current = dst.get_current_snapshot().await.unwrap().expect("snapshot kept");
+    let current = dst
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot kept");
     assert_eq!(current.meta.last_log_id, Some(log_id(1, 2)));
 }

@@ -59,8 +59,14 @@ impl Encoder {
     }
 }
 
+/// One decoded pair: family, key, value.
+pub type Pair<'a> = (Cf, &'a [u8], &'a [u8]);
+
+/// Meta and stream of a saved snapshot.
+pub type Saved = (SnapshotMeta<NodeId, NodeInfo>, Vec<u8>);
+
 /// Decode a whole stream into its pairs, or refuse it.
-pub fn decode(stream: &[u8]) -> Result<Vec<(Cf, &[u8], &[u8])>, StoreFault> {
+pub fn decode(stream: &[u8]) -> Result<Vec<Pair<'_>>, StoreFault> {
     let bad = |why: &str| StoreFault::Corrupt(format!("snapshot stream: {why}"));
     let mut rest = stream
         .strip_prefix(MAGIC.as_slice())
@@ -132,7 +138,7 @@ pub fn save(
 }
 
 /// The current snapshot, if one was saved.
-pub fn load(dir: &Path) -> Result<Option<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>)>, StoreFault> {
+pub fn load(dir: &Path) -> Result<Option<Saved>, StoreFault> {
     let bytes = match std::fs::read(path(dir)) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
