@@ -139,7 +139,10 @@ pub enum Reply {
         /// The rotation had already happened (a retry, or a racing request got there first).
         replayed: bool,
     },
-    Updated { session: SessionView, replayed: bool },
+    Updated {
+        session: SessionView,
+        replayed: bool,
+    },
     Touched {
         session: SessionView,
         /// The touch was due and was written.
@@ -151,9 +154,14 @@ pub enum Reply {
         already: bool,
         replayed: bool,
     },
-    RevokedUser { ids: Vec<SessionId>, replayed: bool },
+    RevokedUser {
+        ids: Vec<SessionId>,
+        replayed: bool,
+    },
     /// `ReportReuse` handled: whether the session was revoked by it.
-    ReuseHandled { revoked: bool },
+    ReuseHandled {
+        revoked: bool,
+    },
     Expired {
         sessions: u32,
         tombstones: u32,

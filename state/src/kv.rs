@@ -67,6 +67,9 @@ impl Cf {
 #[error("storage error: {0}")]
 pub struct StorageError(pub String);
 
+/// Key-value pairs in key order, as a scan returns them.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Read access to the state machine's column families.
 pub trait KvRead {
     /// The value under `key`, if any.
@@ -80,7 +83,7 @@ pub trait KvRead {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    ) -> Result<Pairs, StorageError>;
 }
 
 /// Pending writes, last write per key wins. Iterates in (cf, key) order so that committing it
@@ -199,7 +202,7 @@ impl<R: KvRead + ?Sized> KvRead for Txn<'_, R> {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Pairs, StorageError> {
         // Overlay writes can hide at most as many base rows as there are deletes in range, so
         // read enough base rows to still fill `limit` after merging.
         let overlay: Vec<(&[u8], Option<&Vec<u8>>)> = self.writes.range(cf, start, end).collect();
@@ -211,7 +214,7 @@ impl<R: KvRead + ?Sized> KvRead for Txn<'_, R> {
         while out.len() < limit && (bi < base.len() || oi < overlay.len()) {
             let take_overlay = match (base.get(bi), overlay.get(oi)) {
                 (Some((bk, _)), Some((ok, _))) => {
-                    if ok.as_ref() == bk.as_slice() {
+                    if *ok == bk.as_slice() {
                         bi += 1; // the overlay shadows this base row
                         true
                     } else {
@@ -282,7 +285,7 @@ impl KvRead for MemKv {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Pairs, StorageError> {
         let lo = Bound::Included((cf, start.to_vec()));
         let hi = match end {
             Some(e) => Bound::Excluded((cf, e.to_vec())),

@@ -9,13 +9,21 @@
 //! - [`apply`]: the entry point that applies one batch.
 //! - [`query`]: the read side used by `GetSession`, `ListUserSessions` and the expiry sweeper.
 //! - [`invariants`]: checks that every index equals what the records imply.
+//! - Inside: `rotation` (token states, rotating), `tombstone` (revocation), `expiry`
+//!   (sweeping), `dedup` (exactly-once), `tables` and `keys` (storage layout).
 
 pub mod apply;
 pub mod codec;
 pub mod command;
+mod dedup;
+mod expiry;
 pub mod invariants;
+pub mod keys;
 pub mod kv;
 pub mod limits;
 pub mod query;
 pub mod record;
+mod rotation;
+mod tables;
 pub mod token;
+mod tombstone;

@@ -1,8 +1,12 @@
 //! The read side: answers computed from applied state without writing.
 
+use crate::codec::decode;
 use crate::command::{SessionError, SessionView};
-use crate::kv::{KvRead, StorageError};
+use crate::keys::{self, ExpiryKind};
+use crate::kv::{Cf, KvRead, StorageError};
 use crate::record::{Policy, RevocationEvent, SessionRecord};
+use crate::rotation::{self, Accepted};
+use crate::tables;
 use crate::token::{SessionId, TokenHash};
 
 /// A token that validated.
@@ -18,14 +22,12 @@ pub struct Lookup {
 
 /// State-machine time: the largest leader stamp applied so far.
 pub fn clock<R: KvRead + ?Sized>(kv: &R) -> Result<u64, StorageError> {
-    let _ = kv;
-    todo!()
+    tables::clock(kv)
 }
 
 /// The cluster policy in force.
 pub fn policy<R: KvRead + ?Sized>(kv: &R) -> Result<Policy, StorageError> {
-    let _ = kv;
-    todo!()
+    tables::policy(kv)
 }
 
 /// Validate a presented token at time `now_ms` (the caller passes
@@ -35,8 +37,21 @@ pub fn by_token<R: KvRead + ?Sized>(
     token: &TokenHash,
     now_ms: u64,
 ) -> Result<Result<Lookup, SessionError>, StorageError> {
-    let _ = (kv, token, now_ms);
-    todo!()
+    let policy = tables::policy(kv)?;
+    let p = rotation::classify(kv, &policy, token, now_ms)?;
+    Ok(match rotation::accept(p) {
+        Accepted::Ok(session, superseded) => {
+            let interval = policy.touch_interval_for(session.idle_timeout_ms);
+            let touch_due = now_ms.saturating_sub(session.last_active_at) >= interval;
+            Ok(Lookup {
+                session,
+                superseded,
+                touch_due,
+            })
+        }
+        Accepted::Reused(_) => Err(SessionError::TokenReused),
+        Accepted::Refused(e) => Err(e),
+    })
 }
 
 /// A live session by id (`REVOKED`/`EXPIRED`/`NOT_FOUND` otherwise).
@@ -45,8 +60,14 @@ pub fn by_id<R: KvRead + ?Sized>(
     id: &SessionId,
     now_ms: u64,
 ) -> Result<Result<SessionRecord, SessionError>, StorageError> {
-    let _ = (kv, id, now_ms);
-    todo!()
+    if let Some(t) = tables::tombstone(kv, id)? {
+        return Ok(Err(SessionError::Revoked { reason: t.reason }));
+    }
+    Ok(match tables::session(kv, id)? {
+        None => Err(SessionError::NotFound),
+        Some(r) if r.expires_at() <= now_ms => Err(SessionError::Expired),
+        Some(r) => Ok(r),
+    })
 }
 
 /// The user's live sessions, oldest first.
@@ -55,14 +76,26 @@ pub fn list_user<R: KvRead + ?Sized>(
     user_id: &str,
     now_ms: u64,
 ) -> Result<Vec<SessionView>, StorageError> {
-    let _ = (kv, user_id, now_ms);
-    todo!()
+    let mut out = Vec::new();
+    for id in tables::user_ids(kv, user_id)? {
+        if let Some(r) = tables::session(kv, &id)? {
+            if r.expires_at() > now_ms {
+                out.push(r);
+            }
+        }
+    }
+    out.sort_by_key(|r| (r.created_at, r.id));
+    Ok(out.iter().map(SessionView::from).collect())
 }
 
 /// True when the expiry index holds a row due at `now_ms`: the leader then proposes `Expire`.
 pub fn expiry_due<R: KvRead + ?Sized>(kv: &R, now_ms: u64) -> Result<bool, StorageError> {
-    let _ = (kv, now_ms);
-    todo!()
+    for kind in ExpiryKind::ALL {
+        if !crate::expiry::due(kv, kind, now_ms, 1)?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Revocation events with `index >= from_index`, at most `limit`, in log order.
@@ -71,6 +104,13 @@ pub fn revocations_from<R: KvRead + ?Sized>(
     from_index: u64,
     limit: usize,
 ) -> Result<Vec<RevocationEvent>, StorageError> {
-    let _ = (kv, from_index, limit);
-    todo!()
+    kv.scan(
+        Cf::Revocations,
+        &keys::revocation(from_index, 0),
+        None,
+        limit,
+    )?
+    .iter()
+    .map(|(_, v)| decode(v))
+    .collect()
 }

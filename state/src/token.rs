@@ -92,12 +92,18 @@ impl RequestId {
 
     /// Seal a freshly created session's token for the dedup table.
     pub fn seal(&self, token: &Token) -> SealedToken {
-        SealedToken(xor(&token.0, &domain_hash(b"sessiond create seal v1\0", &self.0)))
+        SealedToken(xor(
+            &token.0,
+            &domain_hash(b"sessiond create seal v1\0", &self.0),
+        ))
     }
 
     /// Open a token sealed by [`RequestId::seal`].
     pub fn open(&self, sealed: &SealedToken) -> Token {
-        Token(xor(&sealed.0, &domain_hash(b"sessiond create seal v1\0", &self.0)))
+        Token(xor(
+            &sealed.0,
+            &domain_hash(b"sessiond create seal v1\0", &self.0),
+        ))
     }
 }
 
@@ -152,7 +158,9 @@ impl Token {
         if body.len() != 43 {
             return Err(FormatError::Token);
         }
-        let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| FormatError::Token)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| FormatError::Token)?;
         let arr: [u8; TOKEN_BYTES] = bytes.try_into().map_err(|_| FormatError::Token)?;
         Ok(Token(arr))
     }

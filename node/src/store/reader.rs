@@ -2,7 +2,7 @@
 
 use super::{cf, StoreFault};
 use rocksdb::{Direction, IteratorMode, SnapshotWithThreadMode, DB};
-use sessiond_state::kv::{Cf, KvRead, StorageError};
+use sessiond_state::kv::{Cf, KvRead, Pairs, StorageError};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -61,7 +61,7 @@ impl KvRead for StateView<'_> {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Pairs, StorageError> {
         let handle = cf(self.db, family.name()).map_err(fault)?;
         let mode = IteratorMode::From(start, Direction::Forward);
         let iter = match &self.snap {

@@ -1,0 +1,130 @@
+//! Key layouts of the state machine's column families.
+
+use crate::token::{RequestKey, SessionId, TokenHash};
+
+/// Expiry index kinds; the kind is the first key byte, so one family serves all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryKind {
+    Session = 0,
+    Tombstone = 1,
+    Dedup = 2,
+}
+
+impl ExpiryKind {
+    /// Every kind, in key order.
+    pub const ALL: [ExpiryKind; 3] = [
+        ExpiryKind::Session,
+        ExpiryKind::Tombstone,
+        ExpiryKind::Dedup,
+    ];
+
+    fn from_byte(b: u8) -> Option<ExpiryKind> {
+        ExpiryKind::ALL.into_iter().find(|k| *k as u8 == b)
+    }
+}
+
+/// Meta key of the state-machine clock.
+pub const CLOCK: &[u8] = b"clock";
+/// Meta key of the policy.
+pub const POLICY: &[u8] = b"policy";
+
+/// `sessions` key.
+pub fn session(id: &SessionId) -> Vec<u8> {
+    id.0.to_vec()
+}
+
+/// `tokens` key.
+pub fn token(h: &TokenHash) -> Vec<u8> {
+    h.0.to_vec()
+}
+
+/// `dedup` key.
+pub fn dedup(k: &RequestKey) -> Vec<u8> {
+    k.0.to_vec()
+}
+
+/// Prefix of one user's rows in `users`: u16 BE length ‖ user id.
+pub fn user_prefix(user_id: &str) -> Vec<u8> {
+    let b = user_id.as_bytes();
+    let mut k = Vec::with_capacity(2 + b.len() + 16);
+    k.extend_from_slice(&(b.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    k.extend_from_slice(b);
+    k
+}
+
+/// `users` key: user prefix ‖ session id.
+pub fn user(user_id: &str, id: &SessionId) -> Vec<u8> {
+    let mut k = user_prefix(user_id);
+    k.extend_from_slice(&id.0);
+    k
+}
+
+/// The exclusive end of a prefix range (the prefix with its last byte incremented, carrying).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Session id from the tail of a `users` key.
+pub fn user_key_id(key: &[u8]) -> Option<SessionId> {
+    let tail = key.get(key.len().checked_sub(16)?..)?;
+    Some(SessionId(tail.try_into().ok()?))
+}
+
+/// `expiry` key: kind ‖ due_at (u64 BE) ‖ 16-byte key.
+pub fn expiry(kind: ExpiryKind, due_at: u64, key: &[u8; 16]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(25);
+    k.push(kind as u8);
+    k.extend_from_slice(&due_at.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// Parts of an `expiry` key.
+pub fn parse_expiry(key: &[u8]) -> Option<(ExpiryKind, u64, [u8; 16])> {
+    if key.len() != 25 {
+        return None;
+    }
+    let kind = ExpiryKind::from_byte(key[0])?;
+    let due = u64::from_be_bytes(key[1..9].try_into().ok()?);
+    let k: [u8; 16] = key[9..25].try_into().ok()?;
+    Some((kind, due, k))
+}
+
+/// `revocations` key: log index ‖ sequence within the entry.
+pub fn revocation(index: u64, seq: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12);
+    k.extend_from_slice(&index.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_prefixes_do_not_overlap() {
+        let id = SessionId([1; 16]);
+        assert!(!user("ab", &id).starts_with(&user_prefix("a")));
+        assert!(user("a", &id).starts_with(&user_prefix("a")));
+        assert_eq!(user_key_id(&user("a", &id)), Some(id));
+    }
+
+    #[test]
+    fn expiry_keys_sort_by_kind_then_time() {
+        let a = expiry(ExpiryKind::Session, 5, &[9; 16]);
+        let b = expiry(ExpiryKind::Session, 6, &[0; 16]);
+        let c = expiry(ExpiryKind::Tombstone, 1, &[0; 16]);
+        assert!(a < b && b < c);
+        assert_eq!(parse_expiry(&b), Some((ExpiryKind::Session, 6, [0; 16])));
+        assert_eq!(prefix_end(&[1, 0xFF]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xFF]), None);
+    }
+}
