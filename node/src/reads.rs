@@ -34,6 +34,36 @@ pub trait ReadObserver: Send + Sync + 'static {
     fn check_shared(&self, readers: usize);
 }
 
+/// Checks that fail for want of a quorum are retried this many times: right after an election
+/// or a restart a follower may miss one heartbeat round, which is no reason to fail a read.
+const QUORUM_RETRIES: u32 = 3;
+
+async fn confirm(raft: &Raft, freshness: &Freshness) -> Result<(), ReadError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match raft.ensure_linearizable().await {
+            Ok(_) => {
+                freshness.touch();
+                return Ok(());
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                return Err(ReadError::NotLeader {
+                    leader_id: f.leader_id,
+                    leader: f.leader_node,
+                })
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))
+                if attempt <= QUORUM_RETRIES =>
+            {
+                tracing::debug!(error = %e, attempt, "leadership check without quorum; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(ReadError::Unavailable(e.to_string())),
+        }
+    }
+}
+
 impl ReadBarrier {
     /// Start the task that runs leadership checks for `raft`.
     pub fn spawn(
@@ -49,19 +79,7 @@ impl ReadBarrier {
                     waiters.push(w);
                 }
                 observer.check_shared(waiters.len());
-                let result = match raft.ensure_linearizable().await {
-                    Ok(_) => {
-                        freshness.touch();
-                        Ok(())
-                    }
-                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                        Err(ReadError::NotLeader {
-                            leader_id: f.leader_id,
-                            leader: f.leader_node,
-                        })
-                    }
-                    Err(e) => Err(ReadError::Unavailable(e.to_string())),
-                };
+                let result = confirm(&raft, &freshness).await;
                 for w in waiters {
                     let _ = w.send(result.clone());
                 }
