@@ -399,4 +399,33 @@ mod tests {
             "own id missing from the initial cluster"
         );
     }
+
+    #[test]
+    fn toml_file_fills_what_flags_leave_out() {
+        let dir = std::env::temp_dir().join(format!("sessiond-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.toml");
+        std::fs::write(
+            &path,
+            "node_id = 2\ndata_dir = \"/var/lib/s\"\nclient_addr = \"127.0.0.1:7002\"\n\
+             peer_addr = \"127.0.0.1:7102\"\ngrace_window_ms = 9000\nreuse_policy = \"reject\"\n",
+        )
+        .unwrap();
+        let mut a = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(a.resolve().unwrap().policy.grace_window_ms, 9_000);
+        a.grace_window_ms = Some(5_000);
+        let c = a.resolve().unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(
+            c.policy.grace_window_ms, 5_000,
+            "the flag wins over the file"
+        );
+        assert_eq!(c.policy.reuse_policy, ReusePolicy::Reject);
+        std::fs::write(&path, "node_idd = 2\n").unwrap();
+        assert!(a.resolve().is_err(), "unknown keys are refused");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
