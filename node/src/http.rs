@@ -1,19 +1,25 @@
 //! The node's HTTP surface for operators and orchestrators: `/healthz` (the process serves)
 //! and `/readyz` (it belongs to a cluster with a known leader and has applied what it knows
-//! to be committed).
+//! to be committed), and `/metrics` (Prometheus).
 
+use crate::metrics::Metrics;
 use crate::raft_types::{NodeId, Raft};
+use crate::store::StateReader;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use openraft::ServerState;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+/// What the HTTP surface reads.
 #[derive(Clone)]
-struct Http {
-    id: NodeId,
-    raft: Raft,
+pub struct Http {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: StateReader,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Whether this node can serve: a known leader, a voting or learning member, and no backlog
@@ -60,12 +66,17 @@ async fn readyz(State(h): State<Http>) -> (StatusCode, String) {
     }
 }
 
+async fn metrics(State(h): State<Http>) -> String {
+    h.metrics.render(&h.raft, &h.state)
+}
+
 /// Serve the HTTP surface on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, id: NodeId, raft: Raft) -> anyhow::Result<()> {
+pub async fn serve(addr: SocketAddr, http: Http) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(Http { id, raft });
+        .route("/metrics", get(metrics))
+        .with_state(http);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
     Ok(())

@@ -16,6 +16,7 @@ pub mod config;
 pub mod dev;
 pub mod freshness;
 pub mod http;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod observe;

@@ -7,8 +7,9 @@ use crate::api::sessions::SessionsService;
 use crate::batcher::{BatchLimits, Proposer};
 use crate::config::NodeConfig;
 use crate::freshness::Freshness;
+use crate::metrics::{Metrics, TimingLayer};
 use crate::network::{peer_info, Channels, PeerNetwork, PeerService, MAX_PEER_MESSAGE_BYTES};
-use crate::observe::{NoObserver, Observer};
+use crate::observe::Observer;
 use crate::raft_types::{NodeId, NodeInfo, Raft};
 use crate::reads::ReadBarrier;
 use crate::store::Store;
@@ -48,7 +49,8 @@ pub struct Node {
 impl Node {
     /// Open storage, start Raft and every server and background task.
     pub async fn start(cfg: NodeConfig) -> anyhow::Result<Node> {
-        let observer: Arc<dyn Observer> = Arc::new(NoObserver);
+        let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+        let observer: Arc<dyn Observer> = metrics.clone();
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
         let (log, machine, state) = Store::open(&cfg.data_dir)?;
@@ -116,7 +118,7 @@ impl Node {
             reads,
             state: state.clone(),
             bootstrap_policy: cfg.policy.clone(),
-            observer,
+            observer: observer.clone(),
             freshness,
         };
         let cluster = ClusterService {
@@ -125,19 +127,34 @@ impl Node {
             router,
             state: state.clone(),
         };
+        // grpc.health.v1 and server reflection, so standard tools work without the .proto files.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<SessionsServer<SessionsService>>()
+            .await;
+        health.set_serving::<ClusterServer<ClusterService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sessiond_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building the reflection service")?;
         let client_listener = tokio::net::TcpListener::bind(cfg.client_addr)
             .await
             .with_context(|| format!("binding client address {}", cfg.client_addr))?;
+        let timing = TimingLayer(metrics.clone());
         tasks.push(tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(client_listener);
             if let Err(e) = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .layer(timing)
                 .add_service(
                     SessionsServer::new(sessions)
                         .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
                 )
                 .add_service(ClusterServer::new(cluster))
+                .add_service(health_service)
+                .add_service(reflection)
                 .serve_with_incoming(incoming)
                 .await
             {
@@ -146,9 +163,14 @@ impl Node {
         }));
 
         if let Some(addr) = cfg.metrics_addr {
-            let (id, raft) = (cfg.node_id, raft.clone());
+            let http = crate::http::Http {
+                id: cfg.node_id,
+                raft: raft.clone(),
+                state: state.clone(),
+                metrics: metrics.clone(),
+            };
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::http::serve(addr, id, raft).await {
+                if let Err(e) = crate::http::serve(addr, http).await {
                     tracing::error!(error = %e, "http server stopped");
                 }
             }));
@@ -159,6 +181,7 @@ impl Node {
             raft.clone(),
             state,
             proposer,
+            observer,
             Duration::from_millis(cfg.expiry_interval_ms),
         )));
 

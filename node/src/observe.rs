@@ -12,17 +12,3 @@ pub trait Observer: BatchObserver + ReadObserver {
     /// A read was served; `superseded` when the previous token was presented in its grace window.
     fn read(&self, _op: &'static str, _superseded: bool) {}
 }
-
-/// Reports nothing.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoObserver;
-
-impl BatchObserver for NoObserver {
-    fn batch_proposed(&self, _size: usize) {}
-}
-
-impl ReadObserver for NoObserver {
-    fn check_shared(&self, _readers: usize) {}
-}
-
-impl Observer for NoObserver {}

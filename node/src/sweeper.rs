@@ -5,10 +5,12 @@
 
 use crate::batcher::Proposer;
 use crate::clock::wall_ms;
+use crate::observe::Observer;
 use crate::raft_types::{NodeId, Raft};
 use crate::store::StateReader;
 use sessiond_state::command::{Command, Reply};
 use sessiond_state::query;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Rows swept per `Expire` entry, so one entry stays small.
@@ -20,6 +22,7 @@ pub async fn run(
     raft: Raft,
     state: StateReader,
     proposer: Proposer,
+    observer: Arc<dyn Observer>,
     interval: Duration,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -41,10 +44,13 @@ pub async fn run(
                     break;
                 }
             }
-            match proposer
+            let result = proposer
                 .propose(Command::Expire { limit: SWEEP_LIMIT })
-                .await
-            {
+                .await;
+            if let Ok(outcome) = &result {
+                observer.outcome("expire", outcome);
+            }
+            match result {
                 Ok(Ok(Reply::Expired {
                     sessions,
                     tombstones,

@@ -28,6 +28,15 @@ impl StateReader {
         *self.applied.borrow()
     }
 
+    /// RocksDB's estimate of the number of keys in a family (for metrics; not exact).
+    pub fn estimate_keys(&self, family: Cf) -> Option<u64> {
+        let handle = cf(&self.db, family.name()).ok()?;
+        self.db
+            .property_int_value_cf(handle, "rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+    }
+
     /// Notified after every apply.
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied.clone()

@@ -1,0 +1,305 @@
+//! Prometheus metrics of a node: what the request path observes (outcomes, batching, shared
+//! reads, latency) and gauges read from Raft and storage when `/metrics` is scraped.
+
+use crate::batcher::BatchObserver;
+use crate::observe::Observer;
+use crate::raft_types::Raft;
+use crate::reads::ReadObserver;
+use crate::store::StateReader;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use sessiond_state::command::{Outcome, Reply, SessionError};
+use sessiond_state::kv::Cf;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// Every metric of one node, registered in its own registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    batch_size: Histogram,
+    reads_per_check: Histogram,
+    grace_hits: IntCounter,
+    reuse_detected: IntCounter,
+    blocked_resurrections: IntCounter,
+    dedup_replays: IntCounter,
+    swept: IntCounterVec,
+    raft: IntGaugeVec,
+    replication_lag: IntGaugeVec,
+    is_leader: IntGauge,
+    rows: IntGaugeVec,
+}
+
+fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Ok(_) => "ok",
+        Err(SessionError::NotFound) => "not_found",
+        Err(SessionError::Expired) => "expired",
+        Err(SessionError::Revoked { .. }) => "revoked",
+        Err(SessionError::TokenReused) => "token_reused",
+        Err(SessionError::VersionConflict { .. }) => "version_conflict",
+        Err(SessionError::InvalidArgument(_)) => "invalid_argument",
+        Err(SessionError::ResourceExhausted(_)) => "resource_exhausted",
+    }
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("sessiond".into()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "commands_total",
+                "Commands applied, by operation and outcome",
+            ),
+            &["op", "outcome"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("rpc_duration_seconds", "gRPC call latency on this node")
+                .buckets(prometheus::exponential_buckets(0.0002, 2.0, 16)?),
+            &["method"],
+        )?;
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("batch_commands", "Commands per proposed log entry")
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 11)?),
+        )?;
+        let reads_per_check = Histogram::with_opts(
+            HistogramOpts::new(
+                "reads_per_leadership_check",
+                "Linearizable reads sharing one check",
+            )
+            .buckets(prometheus::exponential_buckets(1.0, 2.0, 11)?),
+        )?;
+        let grace_hits = IntCounter::new(
+            "grace_window_hits_total",
+            "Previous-generation tokens accepted inside their grace window",
+        )?;
+        let reuse_detected = IntCounter::new(
+            "reuse_detected_total",
+            "Presentations of rotated-away tokens",
+        )?;
+        let blocked_resurrections = IntCounter::new(
+            "blocked_resurrections_total",
+            "Writes refused because the session was revoked",
+        )?;
+        let dedup_replays = IntCounter::new(
+            "dedup_replays_total",
+            "Mutations answered from the dedup table",
+        )?;
+        let swept = IntCounterVec::new(
+            Opts::new(
+                "expired_swept_total",
+                "Rows removed by expiry sweeps, by kind",
+            ),
+            &["kind"],
+        )?;
+        let raft = IntGaugeVec::new(Opts::new("raft", "Raft state of this node"), &["field"])?;
+        let replication_lag = IntGaugeVec::new(
+            Opts::new(
+                "replication_lag_entries",
+                "Entries each member is behind (leader only)",
+            ),
+            &["node"],
+        )?;
+        let is_leader = IntGauge::new("is_leader", "1 while this node leads")?;
+        let rows = IntGaugeVec::new(
+            Opts::new("rows_estimate", "Estimated rows per table"),
+            &["table"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(batch_size.clone()))?;
+        registry.register(Box::new(reads_per_check.clone()))?;
+        registry.register(Box::new(grace_hits.clone()))?;
+        registry.register(Box::new(reuse_detected.clone()))?;
+        registry.register(Box::new(blocked_resurrections.clone()))?;
+        registry.register(Box::new(dedup_replays.clone()))?;
+        registry.register(Box::new(swept.clone()))?;
+        registry.register(Box::new(raft.clone()))?;
+        registry.register(Box::new(replication_lag.clone()))?;
+        registry.register(Box::new(is_leader.clone()))?;
+        registry.register(Box::new(rows.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            latency,
+            batch_size,
+            reads_per_check,
+            grace_hits,
+            reuse_detected,
+            blocked_resurrections,
+            dedup_replays,
+            swept,
+            raft,
+            replication_lag,
+            is_leader,
+            rows,
+        })
+    }
+
+    /// Refresh the gauges and render everything in the Prometheus text format.
+    pub fn render(&self, raft: &Raft, state: &StateReader) -> String {
+        let m = raft.metrics().borrow().clone();
+        let g = |field: &str, v: u64| {
+            self.raft
+                .with_label_values(&[field])
+                .set(i64::try_from(v).unwrap_or(i64::MAX))
+        };
+        g("term", m.current_term);
+        g("last_log_index", m.last_log_index.unwrap_or(0));
+        g(
+            "applied_index",
+            m.last_applied.map(|l| l.index).unwrap_or(0),
+        );
+        g("snapshot_index", m.snapshot.map(|l| l.index).unwrap_or(0));
+        g("purged_index", m.purged.map(|l| l.index).unwrap_or(0));
+        g(
+            "apply_lag",
+            m.last_log_index
+                .unwrap_or(0)
+                .saturating_sub(m.last_applied.map(|l| l.index).unwrap_or(0)),
+        );
+        self.is_leader
+            .set(i64::from(m.current_leader == Some(m.id)));
+        self.replication_lag.reset();
+        if let Some(r) = &m.replication {
+            let last = m.last_log_index.unwrap_or(0);
+            for (id, matched) in r.iter() {
+                let at = matched.map(|l| l.index).unwrap_or(0);
+                self.replication_lag
+                    .with_label_values(&[&id.to_string()])
+                    .set(i64::try_from(last.saturating_sub(at)).unwrap_or(i64::MAX));
+            }
+        }
+        for (table, cf) in [("sessions", Cf::Sessions), ("tombstones", Cf::Tombstones)] {
+            if let Some(n) = state.estimate_keys(cf) {
+                self.rows
+                    .with_label_values(&[table])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    fn rpc_done(&self, path: &str, started: Instant) {
+        let method = path.rsplit('/').next().unwrap_or(path);
+        self.latency
+            .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+impl BatchObserver for Metrics {
+    fn batch_proposed(&self, size: usize) {
+        self.batch_size.observe(size as f64);
+    }
+}
+
+impl ReadObserver for Metrics {
+    fn check_shared(&self, readers: usize) {
+        self.reads_per_check.observe(readers as f64);
+    }
+}
+
+impl Observer for Metrics {
+    fn outcome(&self, op: &'static str, outcome: &Outcome) {
+        self.requests
+            .with_label_values(&[op, outcome_label(outcome)])
+            .inc();
+        match outcome {
+            Err(SessionError::TokenReused) => self.reuse_detected.inc(),
+            Err(SessionError::Revoked { .. }) if matches!(op, "update" | "touch" | "rotate") => {
+                self.blocked_resurrections.inc()
+            }
+            Ok(
+                Reply::Created { replayed: true, .. }
+                | Reply::Updated { replayed: true, .. }
+                | Reply::Revoked { replayed: true, .. }
+                | Reply::RevokedUser { replayed: true, .. },
+            ) => self.dedup_replays.inc(),
+            Ok(Reply::Rotated { replayed: true, .. }) => self.grace_hits.inc(),
+            Ok(Reply::Touched {
+                superseded: true, ..
+            }) => self.grace_hits.inc(),
+            Ok(Reply::Expired {
+                sessions,
+                tombstones,
+                dedup,
+            }) => {
+                self.swept
+                    .with_label_values(&["session"])
+                    .inc_by(u64::from(*sessions));
+                self.swept
+                    .with_label_values(&["tombstone"])
+                    .inc_by(u64::from(*tombstones));
+                self.swept
+                    .with_label_values(&["dedup"])
+                    .inc_by(u64::from(*dedup));
+            }
+            _ => {}
+        }
+    }
+
+    fn read(&self, _op: &'static str, superseded: bool) {
+        if superseded {
+            self.grace_hits.inc();
+        }
+    }
+}
+
+/// Tower layer timing every gRPC call on the client port.
+#[derive(Clone)]
+pub struct TimingLayer(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for TimingLayer {
+    type Service = Timed<S>;
+    fn layer(&self, inner: S) -> Timed<S> {
+        Timed {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+/// See [`TimingLayer`].
+#[derive(Clone)]
+pub struct Timed<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Timed<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path().to_string();
+        let started = Instant::now();
+        let metrics = self.metrics.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            metrics.rpc_done(&path, started);
+            r
+        })
+    }
+}
