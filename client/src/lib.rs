@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod duration;
 mod error;
 
 pub use error::{detail, Error};
@@ -108,6 +109,7 @@ impl ClientBuilder {
                 next: AtomicUsize::new(0),
                 cfg: self,
             }),
+            request_id: None,
         })
     }
 }
@@ -129,6 +131,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Set by [`Client::with_request_id`]: the id every mutation of this handle uses.
+    request_id: Option<Vec<u8>>,
 }
 
 /// Names a session by one of its tokens or by its public id.
@@ -230,6 +234,19 @@ impl Client {
         }
     }
 
+    /// A handle whose mutations all carry `request_id` (16 bytes) instead of a fresh one, so
+    /// that a script can retry a command exactly once across process restarts.
+    pub fn with_request_id(&self, request_id: [u8; 16]) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            request_id: Some(request_id.to_vec()),
+        }
+    }
+
+    fn request_id(&self) -> Vec<u8> {
+        self.request_id.clone().unwrap_or_else(request_id)
+    }
+
     fn pick(&self, prefer_leader: bool) -> usize {
         let now = Instant::now();
         let up = |i: usize| {
@@ -325,7 +342,7 @@ impl Client {
             attributes: new.attributes,
             idle_timeout_ms: ms(new.idle_timeout),
             absolute_timeout_ms: ms(new.absolute_timeout),
-            request_id: request_id(),
+            request_id: self.request_id(),
         };
         let r = self
             .call(true, |mut c| {
@@ -371,7 +388,7 @@ impl Client {
     pub async fn rotate_token(&self, token: &str) -> Result<Rotated, Error> {
         let req = pb::RotateTokenRequest {
             token: token.to_string(),
-            request_id: request_id(),
+            request_id: self.request_id(),
         };
         let r = self
             .call(true, |mut c| {
@@ -408,7 +425,7 @@ impl Client {
             expected_version,
             data,
             attributes: attributes.map(|entries| pb::AttributeMap { entries }),
-            request_id: request_id(),
+            request_id: self.request_id(),
         };
         let r = self
             .call(true, |mut c| {
@@ -441,7 +458,7 @@ impl Client {
         let req = pb::RevokeSessionRequest {
             session: target.to_pb(),
             reason: reason.to_string(),
-            request_id: request_id(),
+            request_id: self.request_id(),
         };
         let r = self
             .call(true, |mut c| {
@@ -463,7 +480,7 @@ impl Client {
             user_id: user_id.to_string(),
             except_id: except_id.unwrap_or_default().to_string(),
             reason: reason.to_string(),
-            request_id: request_id(),
+            request_id: self.request_id(),
         };
         let r = self
             .call(true, |mut c| {
