@@ -1,6 +1,9 @@
 //! A harness that runs real sessiond clusters for integration tests: every node is a separate
 //! `sessiond serve` process with its own RocksDB directory and loopback ports, so tests can
 //! kill, restart and add nodes exactly as an operator would.
+//!
+//! Every wait here is bounded; a test that fails (panics) prints the tail of every node's log
+//! and keeps the cluster's directory on disk, naming it, for a closer look.
 
 use prost::Message;
 use sessiond_proto::v1::cluster_client::ClusterClient;
@@ -13,7 +16,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
-/// Flags every test cluster gets: fast elections and sweeps keep tests short.
+/// Flags every test cluster gets unless it sets them itself (name, value pairs): fast
+/// elections and sweeps keep tests short.
 const BASE_FLAGS: &[&str] = &[
     "--heartbeat-ms",
     "50",
@@ -25,7 +29,14 @@ const BASE_FLAGS: &[&str] = &[
     "200",
 ];
 
-/// The sessiond binary: `SESSIOND_BIN`, else next to the test executable's directory.
+/// How long a cluster may take to elect a leader that every member agrees on.
+pub const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Attempts at starting a cluster when a picked port was taken meanwhile.
+const START_ATTEMPTS: usize = 3;
+
+/// The sessiond binary: `SESSIOND_BIN`, else next to the test executable's directory
+/// (test executables live in `target/debug/deps/`, the binary in `target/debug/`).
 pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("SESSIOND_BIN") {
         return PathBuf::from(p);
@@ -49,24 +60,32 @@ pub struct TestNode {
     pub peer_addr: String,
     pub http_addr: String,
     pub dir: PathBuf,
+    /// Arguments of the last start.
     args: Vec<String>,
     child: Option<Child>,
 }
 
 impl TestNode {
     fn spawn(&mut self) {
+        assert!(self.child.is_none(), "node {} already runs", self.id);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("node.log"))
+            .open(self.log_path())
             .expect("node log file");
         let child = Command::new(binary())
             .args(&self.args)
+            .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting {} (build it: cargo build --bin sessiond): {e}",
+                    binary().display()
+                )
+            });
         self.child = Some(child);
     }
 
@@ -77,13 +96,26 @@ impl TestNode {
         }
     }
 
-    /// Whether its process runs.
+    /// Whether its process was started and not killed by the harness.
     pub fn running(&self) -> bool {
         self.child.is_some()
     }
 
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default();
+    /// The exit status if the process ended by itself.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Where its stdout and stderr go.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -94,7 +126,7 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     extra: Vec<String>,
     initial: String,
-    _root: TempDir,
+    root: Option<TempDir>,
 }
 
 /// Build a cluster with extra flags.
@@ -104,38 +136,54 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// Add flags given to every node.
+    /// Add flags given to every node (policy flags only matter to the bootstrapping node, but
+    /// every node gets them, as an operator would do).
     pub fn flags(mut self, flags: &[&str]) -> Self {
         self.extra.extend(flags.iter().map(|s| s.to_string()));
         self
     }
 
-    /// Start the cluster and wait for a leader that every node agrees on.
+    /// Start the cluster and wait for a leader that every node agrees on. A node that exits
+    /// at startup because a picked port was taken meanwhile makes the whole start retry on
+    /// fresh ports.
     pub async fn start(self) -> TestCluster {
-        let root = tempfile::tempdir().expect("tempdir");
-        let mut nodes = Vec::new();
-        for id in 1..=self.size {
-            nodes.push(new_node(&root, id));
+        for attempt in 1..=START_ATTEMPTS {
+            let root = tempfile::tempdir().expect("tempdir");
+            let nodes: Vec<TestNode> = (1..=self.size).map(|id| new_node(&root, id)).collect();
+            let initial = nodes
+                .iter()
+                .map(|n| format!("{}={}", n.id, n.peer_addr))
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut c = TestCluster {
+                nodes,
+                extra: self.extra.clone(),
+                initial,
+                root: Some(root),
+            };
+            for i in 0..c.nodes.len() {
+                c.nodes[i].args = c.args(i, true);
+                c.nodes[i].spawn();
+            }
+            match c.startup(LEADER_TIMEOUT).await {
+                Ok(_) => return c,
+                Err(Startup::PortTaken) if attempt < START_ATTEMPTS => {
+                    eprintln!("a port was taken while starting (attempt {attempt}); retrying");
+                    continue;
+                }
+                Err(Startup::PortTaken) => panic!("ports kept being taken while starting"),
+                Err(Startup::Exited(id, status)) => {
+                    panic!("node {id} exited while the cluster started: {status}")
+                }
+            }
         }
-        let initial = nodes
-            .iter()
-            .map(|n| format!("{}={}", n.id, n.peer_addr))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut c = TestCluster {
-            nodes,
-            extra: self.extra,
-            initial,
-            _root: root,
-        };
-        for i in 0..c.nodes.len() {
-            let args = c.args(i, true);
-            c.nodes[i].args = args;
-            c.nodes[i].spawn();
-        }
-        c.wait_for_leader(Duration::from_secs(30)).await;
-        c
+        unreachable!("every attempt returns or panics")
     }
+}
+
+enum Startup {
+    PortTaken,
+    Exited(u64, std::process::ExitStatus),
 }
 
 fn new_node(root: &TempDir, id: u64) -> TestNode {
@@ -185,9 +233,41 @@ impl TestCluster {
             a.push("--initial-cluster".into());
             a.push(self.initial.clone());
         }
-        a.extend(BASE_FLAGS.iter().map(|s| s.to_string()));
+        // Base flags (name, value pairs) unless the cluster's own flags set them.
+        for pair in BASE_FLAGS.chunks(2) {
+            if !self.extra.iter().any(|e| e == pair[0]) {
+                a.extend(pair.iter().map(|s| s.to_string()));
+            }
+        }
         a.extend(self.extra.iter().cloned());
         a
+    }
+
+    /// Wait for an agreed leader, noticing nodes that exit at startup.
+    async fn startup(&mut self, timeout: Duration) -> Result<u64, Startup> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for n in &mut self.nodes {
+                if let Some(status) = n.exited() {
+                    let log = std::fs::read_to_string(n.log_path()).unwrap_or_default();
+                    let id = n.id;
+                    self.dump_logs();
+                    return Err(if log.contains("in use") {
+                        Startup::PortTaken
+                    } else {
+                        Startup::Exited(id, status)
+                    });
+                }
+            }
+            if let Some(id) = self.agreed_leader().await {
+                return Ok(id);
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("no agreed leader within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Index of the node with `id`.
@@ -208,7 +288,12 @@ impl TestCluster {
         ClusterClient::new(channel(&self.nodes[i].client_addr).await)
     }
 
-    /// Status of node index `i`, if it answers.
+    /// A `Sessions` client to the current leader.
+    pub async fn leader_client(&self) -> SessionsClient<Channel> {
+        self.client(self.leader().await).await
+    }
+
+    /// Status of node index `i`, if it runs and answers within two seconds.
     pub async fn status(&self, i: usize) -> Option<StatusResponse> {
         if !self.nodes[i].running() {
             return None;
@@ -227,41 +312,63 @@ impl TestCluster {
             .map(|r| r.into_inner())
     }
 
-    /// Wait until every running node reports the same leader, which leads; its id.
+    /// The leader's id if a node leads (highest term wins) and every running voter it lists
+    /// reports it as leader. Nodes that are not voters yet (just added) are not asked to agree.
+    async fn agreed_leader(&self) -> Option<u64> {
+        let mut statuses = Vec::new();
+        for i in 0..self.nodes.len() {
+            statuses.push(self.status(i).await);
+        }
+        let leader = statuses
+            .iter()
+            .flatten()
+            .filter(|s| s.role == Role::Leader as i32 && s.leader_id == s.node_id)
+            .max_by_key(|s| s.term)?;
+        let voters: Vec<u64> = leader
+            .members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.id)
+            .collect();
+        let agreed = self.nodes.iter().zip(&statuses).all(|(n, s)| {
+            !n.running()
+                || !voters.contains(&n.id)
+                || s.as_ref().is_some_and(|s| s.leader_id == leader.node_id)
+        });
+        agreed.then_some(leader.node_id)
+    }
+
+    /// Wait until every running voter reports the same leader, which leads; its id.
     pub async fn wait_for_leader(&self, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;
         loop {
-            let mut leaders = Vec::new();
-            let mut leader_ok = false;
-            for i in 0..self.nodes.len() {
-                if !self.nodes[i].running() {
-                    continue;
-                }
-                match self.status(i).await {
-                    Some(s) => {
-                        leaders.push(s.leader_id);
-                        if s.role == Role::Leader as i32 && s.leader_id == s.node_id {
-                            leader_ok = true;
-                        }
-                    }
-                    None => leaders.push(0),
-                }
-            }
-            if leader_ok && leaders.iter().all(|l| *l != 0 && *l == leaders[0]) {
-                return leaders[0];
+            if let Some(id) = self.agreed_leader().await {
+                return id;
             }
             if Instant::now() > deadline {
+                let mut seen = Vec::new();
+                for i in 0..self.nodes.len() {
+                    seen.push(
+                        self.status(i)
+                            .await
+                            .map(|s| (s.node_id, s.role, s.term, s.leader_id)),
+                    );
+                }
                 self.dump_logs();
-                panic!("no agreed leader within {timeout:?}: {leaders:?}");
+                panic!("no agreed leader within {timeout:?}: (id, role, term, leader) {seen:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
+    /// The current leader's id.
+    pub async fn leader_id(&self) -> u64 {
+        self.wait_for_leader(LEADER_TIMEOUT).await
+    }
+
     /// The current leader's node index.
     pub async fn leader(&self) -> usize {
-        let id = self.wait_for_leader(Duration::from_secs(30)).await;
-        self.index(id)
+        self.index(self.leader_id().await)
     }
 
     /// A follower's node index.
@@ -277,20 +384,26 @@ impl TestCluster {
         self.nodes[i].kill();
     }
 
-    /// Start node index `i` again on its data directory.
+    /// Start node index `i` again on its data directory with the flags it last had.
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].kill();
         self.nodes[i].spawn();
     }
 
-    /// Start a fresh node that is not a member yet; its index.
+    /// Start node index `i` again on its data directory, with `--initial-cluster` or without.
+    pub fn restart_with(&mut self, i: usize, initial_cluster: bool) {
+        self.nodes[i].kill();
+        self.nodes[i].args = self.args(i, initial_cluster);
+        self.nodes[i].spawn();
+    }
+
+    /// Start a fresh node that is not a member yet (no `--initial-cluster`); its index.
     pub fn add_node(&mut self) -> usize {
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
-        let node = new_node(&self._root, id);
+        let node = new_node(self.root.as_ref().expect("cluster dir"), id);
         self.nodes.push(node);
         let i = self.nodes.len() - 1;
-        let args = self.args(i, false);
-        self.nodes[i].args = args;
+        self.nodes[i].args = self.args(i, false);
         self.nodes[i].spawn();
         i
     }
@@ -298,18 +411,26 @@ impl TestCluster {
     /// Print the tail of every node's log (on failure).
     pub fn dump_logs(&self) {
         for n in &self.nodes {
-            eprintln!("----- node {} log tail -----\n{}", n.id, n.log_tail(40));
+            eprintln!(
+                "----- node {} ({}) log tail -----\n{}",
+                n.id,
+                n.log_path().display(),
+                n.log_tail(60)
+            );
         }
     }
 }
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dump_logs();
-        }
         for n in &mut self.nodes {
             n.kill();
+        }
+        if std::thread::panicking() {
+            self.dump_logs();
+            if let Some(root) = self.root.take() {
+                eprintln!("cluster directory kept: {}", root.keep().display());
+            }
         }
     }
 }
@@ -342,7 +463,46 @@ pub fn code(s: &tonic::Status) -> ErrorCode {
         .unwrap_or(ErrorCode::Unspecified)
 }
 
-/// Poll `check` until it yields a value or `timeout` passes.
+/// The gRPC status code that goes with an `ErrorCode` (DESIGN §2, error model).
+pub fn grpc_code(c: ErrorCode) -> tonic::Code {
+    match c {
+        ErrorCode::NotFound => tonic::Code::NotFound,
+        ErrorCode::Expired => tonic::Code::FailedPrecondition,
+        ErrorCode::Revoked | ErrorCode::TokenReused => tonic::Code::PermissionDenied,
+        ErrorCode::VersionConflict => tonic::Code::Aborted,
+        ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
+        ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
+        ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+        ErrorCode::Unspecified => tonic::Code::Unknown,
+    }
+}
+
+/// Assert that a call failed with `want`, both as detail and as gRPC status code; the detail.
+#[track_caller]
+pub fn expect_err<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    want: ErrorCode,
+) -> ErrorDetail {
+    let s = match r {
+        Ok(v) => panic!("expected {want:?}, got a success: {:?}", v.into_inner()),
+        Err(s) => s,
+    };
+    assert_eq!(code(&s), want, "error code of {s:?}");
+    assert_eq!(s.code(), grpc_code(want), "gRPC status of {s:?}");
+    detail(&s).expect("detail")
+}
+
+/// Assert that a call failed with REVOKED and `reason`.
+#[track_caller]
+pub fn expect_revoked<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    reason: &str,
+) {
+    let d = expect_err(r, ErrorCode::Revoked);
+    assert_eq!(d.revoked_reason, reason, "revocation reason");
+}
+
+/// Poll `check` every 100 ms until it yields a value or `timeout` passes (then panic).
 pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -389,6 +549,14 @@ pub mod req {
         }
     }
 
+    /// A create for `user` with an idle timeout.
+    pub fn create_idle(user: &str, idle_timeout_ms: u64) -> CreateSessionRequest {
+        CreateSessionRequest {
+            idle_timeout_ms,
+            ..create(user, b"")
+        }
+    }
+
     /// A linearizable get.
     pub fn get(token: &str) -> GetSessionRequest {
         GetSessionRequest {
@@ -425,12 +593,27 @@ pub mod req {
         }
     }
 
+    /// A touch.
+    pub fn touch(token: &str) -> TouchSessionRequest {
+        TouchSessionRequest {
+            token: token.into(),
+        }
+    }
+
     /// A logout by token.
     pub fn revoke(token: &str) -> RevokeSessionRequest {
         RevokeSessionRequest {
             session: by_token(token),
             reason: String::new(),
             request_id: rid(),
+        }
+    }
+
+    /// A linearizable list of a user's sessions.
+    pub fn list(user: &str) -> ListUserSessionsRequest {
+        ListUserSessionsRequest {
+            user_id: user.into(),
+            consistency: Consistency::Linearizable as i32,
         }
     }
 }

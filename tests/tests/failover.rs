@@ -1,111 +1,185 @@
 //! Leader loss under load and a restarted node catching up.
 
+use sessiond_proto::v1::sessions_client::SessionsClient;
 use sessiond_proto::v1::*;
 use sessiond_tests::{req, wait_for, TestCluster};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+use tonic::transport::Channel;
 
-/// Create with retries against every node, always with the same request id, until acknowledged
-/// or the deadline passes.
+const WRITERS: usize = 4;
+const PER_WRITER: usize = 50;
+
+/// Whether a failed call may be retried: the node could not answer (down, no leader, lost
+/// connection, timeout). Definite answers (refusals) are not retried.
+fn retryable(s: &tonic::Status) -> bool {
+    !matches!(
+        s.code(),
+        tonic::Code::InvalidArgument
+            | tonic::Code::NotFound
+            | tonic::Code::PermissionDenied
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::Aborted
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::AlreadyExists
+    )
+}
+
+/// Create with retries against every node in turn, always with the same request id, until
+/// acknowledged or the deadline passes.
 async fn create_with_retries(
-    clients: &[sessiond_proto::v1::sessions_client::SessionsClient<tonic::transport::Channel>],
+    clients: &[SessionsClient<Channel>],
+    first: usize,
     request: CreateSessionRequest,
     deadline: Instant,
-) -> Option<CreateSessionResponse> {
-    let mut attempt = 0usize;
+    retries: &AtomicUsize,
+) -> Result<CreateSessionResponse, String> {
+    let mut attempt = first;
+    let mut last = String::from("no attempt");
     while Instant::now() < deadline {
         let mut c = clients[attempt % clients.len()].clone();
         attempt += 1;
         match tokio::time::timeout(Duration::from_secs(3), c.create_session(request.clone())).await
         {
-            Ok(Ok(r)) => return Some(r.into_inner()),
-            Ok(Err(s)) if s.code() == tonic::Code::InvalidArgument => panic!("refused: {s:?}"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(Ok(r)) => return Ok(r.into_inner()),
+            Ok(Err(s)) if !retryable(&s) => return Err(format!("refused: {s:?}")),
+            Ok(Err(s)) => last = format!("{s:?}"),
+            Err(_) => last = "timed out".into(),
         }
+        retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    None
+    Err(format!(
+        "not acknowledged before the deadline; last error {last}"
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn leader_killed_mid_load_loses_no_acknowledged_write() {
     let mut c = TestCluster::start3().await;
+    let old = c.leader().await;
+    let old_term = c.status(old).await.unwrap().term;
     let clients = vec![c.client(0).await, c.client(1).await, c.client(2).await];
     let acked = Arc::new(Mutex::new(Vec::new()));
+    let retries = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut tasks = Vec::new();
-    for w in 0..4 {
+    for w in 0..WRITERS {
         let clients = clients.clone();
         let acked = acked.clone();
+        let retries = retries.clone();
         tasks.push(tokio::spawn(async move {
-            for i in 0..50 {
-                let r = req::create(&format!("load-{w}"), format!("{w}-{i}").as_bytes());
-                if let Some(ok) = create_with_retries(&clients, r, deadline).await {
-                    acked.lock().await.push(ok.token);
-                }
+            for i in 0..PER_WRITER {
+                let data = format!("{w}-{i}").into_bytes();
+                let r = req::create(&format!("load-{w}"), &data);
+                let ok = create_with_retries(&clients, w + i, r, deadline, &retries)
+                    .await
+                    .unwrap_or_else(|e| panic!("writer {w}, create {i}: {e}"));
+                acked.lock().await.push((ok.token, data));
             }
         }));
     }
-    // Kill the leader while the writers run.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let old = c.leader().await;
+    // Kill the leader once the writers are well under way.
+    wait_for(Duration::from_secs(20), "40 acknowledged creates", || {
+        let acked = acked.clone();
+        async move { (acked.lock().await.len() >= 40).then_some(()) }
+    })
+    .await;
     c.kill(old);
+    let at_kill = acked.lock().await.len();
     for t in tasks {
-        t.await.unwrap();
+        t.await.expect("writer task");
     }
+    eprintln!(
+        "leader killed after {at_kill} acks; {} retries",
+        retries.load(Ordering::Relaxed)
+    );
+    assert!(
+        at_kill < WRITERS * PER_WRITER,
+        "the leader died while writes were still coming"
+    );
     let new = c.leader().await;
     assert_ne!(new, old, "a new leader was elected");
+    assert!(c.status(new).await.unwrap().term > old_term);
     let acked = acked.lock().await.clone();
-    assert_eq!(
-        acked.len(),
-        200,
-        "every create was acknowledged within the deadline"
-    );
+    assert_eq!(acked.len(), WRITERS * PER_WRITER);
+
+    // Every acknowledged create is readable, with its data.
     let mut l = c.client(new).await;
-    for t in &acked {
-        l.get_session(req::get(t))
+    for (t, data) in &acked {
+        let got = l
+            .get_session(req::get(t))
             .await
-            .expect("acknowledged create is readable");
+            .unwrap_or_else(|e| panic!("acknowledged create lost: {e:?}"))
+            .into_inner();
+        assert_eq!(&got.session.unwrap().data, data);
     }
-    // No create was applied twice: each writer's user holds exactly its 50 sessions.
-    for w in 0..4 {
+    // No create was applied twice: each writer's user holds exactly its sessions.
+    for w in 0..WRITERS {
         let list = l
-            .list_user_sessions(ListUserSessionsRequest {
-                user_id: format!("load-{w}"),
-                consistency: 0,
-            })
+            .list_user_sessions(req::list(&format!("load-{w}")))
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(list.sessions.len(), 50);
+        assert_eq!(list.sessions.len(), PER_WRITER, "writer {w}");
     }
 
-    // The killed node restarts from its data directory and catches up.
+    // The killed node restarts from its data directory (same flags) and catches up.
     c.restart(old);
+    let last_token = acked.last().unwrap().0.clone();
+    // One more write after the restart, that it can only learn from the new leader.
+    let after = l
+        .create_session(req::create("after-restart", b"x"))
+        .await
+        .unwrap()
+        .into_inner();
     let leader_applied = c.status(new).await.unwrap().applied_index;
-    wait_for(
+    let caught_up = wait_for(
         Duration::from_secs(20),
-        "restarted node to catch up",
+        "the restarted node to catch up",
         || {
             let c = &c;
             async move {
-                let s = c.status(old).await?;
-                (s.applied_index >= leader_applied).then_some(())
+                c.status(old)
+                    .await
+                    .filter(|s| s.applied_index >= leader_applied)
             }
         },
     )
     .await;
-    let mut back = c.client(old).await;
-    let last = acked.last().unwrap().clone();
-    wait_for(
-        Duration::from_secs(10),
-        "stale read on the restarted node",
-        || {
-            let mut back = back.clone();
-            let last = last.clone();
-            async move { back.get_session(req::get_stale(&last)).await.ok() }
-        },
-    )
-    .await;
-    back.get_session(req::get(&acked[0])).await.unwrap();
+    assert_eq!(
+        caught_up.leader_id, c.nodes[new].id,
+        "it follows the new leader"
+    );
+    let back = c.client(old).await;
+    for t in [&acked[0].0, &last_token, &after.token] {
+        let t = t.clone();
+        wait_for(
+            Duration::from_secs(10),
+            "stale read on the restarted node",
+            || {
+                let mut back = back.clone();
+                let t = t.clone();
+                async move { back.get_session(req::get_stale(&t)).await.ok() }
+            },
+        )
+        .await;
+    }
+    let stale_list = back
+        .clone()
+        .list_user_sessions(ListUserSessionsRequest {
+            user_id: "load-0".into(),
+            consistency: Consistency::Stale as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stale_list.sessions.len(), PER_WRITER);
+    // And it serves writes again (forwarding to the leader).
+    back.clone()
+        .create_session(req::create("after-restart", b"y"))
+        .await
+        .unwrap();
 }

@@ -13,28 +13,46 @@ async fn new_member_catches_up_by_snapshot_after_purge() {
     let leader = c.leader().await;
     let mut l = c.client(leader).await;
     let mut tokens = Vec::new();
-    for i in 0..150 {
+    for i in 0..150u32 {
         tokens.push(
-            l.create_session(req::create("snap", &[i as u8]))
+            l.create_session(req::create("snap", &i.to_be_bytes()))
                 .await
                 .unwrap()
                 .into_inner()
                 .token,
         );
     }
+    // 150 applied entries with --snapshot-logs 50: snapshots were built and the log purged
+    // without being asked.
+    let auto = wait_for(
+        Duration::from_secs(20),
+        "an automatic snapshot and purge on the leader",
+        || {
+            let c = &c;
+            async move {
+                c.status(leader)
+                    .await
+                    .filter(|s| s.snapshot_index > 0 && s.purged_index > 0)
+            }
+        },
+    )
+    .await;
+    assert!(
+        auto.purged_index <= auto.snapshot_index,
+        "purged only what a snapshot covers: {auto:?}"
+    );
+    // An explicit snapshot covers everything applied so far.
     let mut admin = c.cluster_client(leader).await;
-    admin
+    let applied = c.status(leader).await.unwrap().applied_index;
+    let snap = admin
         .trigger_snapshot(TriggerSnapshotRequest {})
         .await
-        .unwrap();
-    wait_for(Duration::from_secs(20), "log purge on the leader", || {
-        let c = &c;
-        async move {
-            let s = c.status(leader).await?;
-            (s.purged_index > 0 && s.snapshot_index > 0).then_some(())
-        }
-    })
-    .await;
+        .unwrap()
+        .into_inner();
+    assert!(
+        snap.snapshot_index >= applied,
+        "{snap:?} vs applied {applied}"
+    );
 
     let new = c.add_node();
     wait_for(Duration::from_secs(10), "the new node to serve", || {
@@ -54,7 +72,10 @@ async fn new_member_catches_up_by_snapshot_after_purge() {
         .await
         .unwrap()
         .into_inner();
-    assert!(added.members.iter().any(|m| m.id == id && !m.voter));
+    assert!(
+        added.members.iter().any(|m| m.id == id && !m.voter),
+        "a learner: {added:?}"
+    );
     let changed = admin
         .change_membership(ChangeMembershipRequest {
             voters: vec![1, 2, 3, id],
@@ -63,7 +84,11 @@ async fn new_member_catches_up_by_snapshot_after_purge() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(changed.members.iter().filter(|m| m.voter).count(), 4);
+    assert_eq!(
+        changed.members.iter().filter(|m| m.voter).count(),
+        4,
+        "{changed:?}"
+    );
 
     let target = c.status(leader).await.unwrap().applied_index;
     let status = wait_for(Duration::from_secs(20), "the new node to catch up", || {
@@ -72,10 +97,11 @@ async fn new_member_catches_up_by_snapshot_after_purge() {
     })
     .await;
     assert!(
-        status.snapshot_index > 0 || status.purged_index > 0,
+        status.snapshot_index > 0,
         "the new node was given a snapshot: {status:?}"
     );
-    let mut fresh = c.client(new).await;
+    assert!(status.members.iter().filter(|m| m.voter).count() == 4);
+    let fresh = c.client(new).await;
     for t in [&tokens[0], &tokens[75], &tokens[149]] {
         let t = t.clone();
         wait_for(
@@ -89,5 +115,51 @@ async fn new_member_catches_up_by_snapshot_after_purge() {
         )
         .await;
     }
-    fresh.get_session(req::get(&tokens[10])).await.unwrap();
+    let got = fresh
+        .clone()
+        .get_session(req::get_stale(&tokens[3]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.session.unwrap().data, 3u32.to_be_bytes());
+    let listed = fresh
+        .clone()
+        .list_user_sessions(ListUserSessionsRequest {
+            user_id: "snap".into(),
+            consistency: Consistency::Stale as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.sessions.len(), 150, "every session made it over");
+    fresh
+        .clone()
+        .get_session(req::get(&tokens[10]))
+        .await
+        .unwrap();
+
+    // The new node votes: with one original follower down, 3 of 4 voters (the new one among
+    // them) still commit writes.
+    let down = (0..3).find(|i| *i != leader).unwrap();
+    c.kill(down);
+    let mut l = c.client(c.leader().await).await;
+    let late = tokio::time::timeout(
+        Duration::from_secs(10),
+        l.create_session(req::create("snap", b"late")),
+    )
+    .await
+    .expect("a write commits with 3 of 4 voters")
+    .unwrap()
+    .into_inner();
+    let t = late.token.clone();
+    wait_for(
+        Duration::from_secs(10),
+        "the new member to apply a later write",
+        || {
+            let mut fresh = fresh.clone();
+            let t = t.clone();
+            async move { fresh.get_session(req::get_stale(&t)).await.ok() }
+        },
+    )
+    .await;
 }
