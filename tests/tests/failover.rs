@@ -150,8 +150,9 @@ async fn leader_killed_mid_load_loses_no_acknowledged_write() {
     )
     .await;
     assert_eq!(
-        caught_up.leader_id, c.nodes[new].id,
-        "it follows the new leader"
+        caught_up.leader_id,
+        c.leader_id().await,
+        "it follows the leader"
     );
     let back = c.client(old).await;
     for t in [&acked[0].0, &last_token, &after.token] {
