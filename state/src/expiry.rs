@@ -1,10 +1,10 @@
 //! Sweeping due rows of the expiry index: sessions past their deadline (with their tokens and
 //! user row), finished tombstones, and dedup rows past their window.
 
-use crate::codec::decode;
 use crate::keys::{self, ExpiryKind};
 use crate::kv::{Cf, KvRead, StorageError, Txn};
 use crate::record::DedupRow;
+use crate::token::{RequestKey, SessionId};
 use crate::{tables, tombstone};
 
 /// Counts of swept rows by kind.
@@ -48,36 +48,38 @@ pub(crate) fn sweep<R: KvRead + ?Sized>(
         }
         for (due_at, key) in due(txn, kind, now, left)? {
             left -= 1;
-            let row = keys::expiry(kind, due_at, &key);
-            let id = crate::token::SessionId(key);
+            // The due row goes in every case: either its owner goes with it, or the row is
+            // stale (its owner moved or is gone) and must not be scanned again.
+            txn.delete(Cf::Expiry, keys::expiry(kind, due_at, &key));
             match kind {
-                ExpiryKind::Session => match tables::session(txn, &id)? {
-                    Some(rec) if rec.expires_at() <= now => {
-                        for h in tables::token_hashes(&rec) {
-                            txn.delete(Cf::Tokens, keys::token(&h));
+                ExpiryKind::Session => {
+                    let id = SessionId(key);
+                    if let Some(rec) = tables::session(txn, &id)? {
+                        if rec.expires_at() <= now {
+                            for h in tables::token_hashes(&rec) {
+                                txn.delete(Cf::Tokens, keys::token(&h));
+                            }
+                            tables::delete_session(txn, &rec);
+                            swept.sessions += 1;
                         }
-                        tables::delete_session(txn, &rec);
-                        swept.sessions += 1;
                     }
-                    _ => txn.delete(Cf::Expiry, row),
-                },
-                ExpiryKind::Tombstone => match tables::tombstone(txn, &id)? {
-                    Some(t) if t.expires_at <= now => {
-                        tombstone::remove(txn, &t);
-                        swept.tombstones += 1;
+                }
+                ExpiryKind::Tombstone => {
+                    if let Some(t) = tables::tombstone(txn, &SessionId(key))? {
+                        if t.expires_at <= now {
+                            tombstone::remove(txn, &t);
+                            swept.tombstones += 1;
+                        }
                     }
-                    _ => txn.delete(Cf::Expiry, row),
-                },
+                }
                 ExpiryKind::Dedup => {
-                    let dk = keys::dedup(&crate::token::RequestKey(key));
-                    if let Some(b) = txn.get(Cf::Dedup, &dk)? {
-                        let d: DedupRow = decode(&b)?;
+                    let dk = keys::dedup(&RequestKey(key));
+                    if let Some(d) = tables::get::<DedupRow, _>(txn, Cf::Dedup, &dk)? {
                         if d.expires_at <= now {
                             txn.delete(Cf::Dedup, dk);
+                            swept.dedup += 1;
                         }
                     }
-                    txn.delete(Cf::Expiry, row);
-                    swept.dedup += 1;
                 }
             }
         }

@@ -93,6 +93,10 @@ pub fn policy(p: &Policy) -> Result<(), SessionError> {
     if p.max_idle_timeout_ms == 0 || p.max_absolute_timeout_ms == 0 {
         return Err(invalid("maximum timeouts must be positive"));
     }
+    if p.dedup_window_ms == 0 {
+        // A zero window would answer every retry by applying it again: no exactly-once.
+        return Err(invalid("dedup_window_ms must be positive"));
+    }
     timeouts(p, None, None).map(|_| ())
 }
 
@@ -126,6 +130,21 @@ mod tests {
         assert!(policy(&p).is_ok());
         assert!(policy(&Policy {
             retired_generations: 3,
+            ..Policy::default()
+        })
+        .is_err());
+        assert!(policy(&Policy {
+            dedup_window_ms: 0,
+            ..Policy::default()
+        })
+        .is_err());
+        assert!(policy(&Policy {
+            max_sessions_per_user: 0,
+            ..Policy::default()
+        })
+        .is_err());
+        assert!(policy(&Policy {
+            default_idle_timeout_ms: p.max_idle_timeout_ms + 1,
             ..Policy::default()
         })
         .is_err());
