@@ -2,7 +2,7 @@
 
 use sessiond_proto::v1::sessions_client::SessionsClient;
 use sessiond_proto::v1::*;
-use sessiond_tests::{req, wait_for, TestCluster};
+use sessiond_tests::{code, req, wait_for, TestCluster};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -183,4 +183,91 @@ async fn leader_killed_mid_load_loses_no_acknowledged_write() {
         .create_session(req::create("after-restart", b"y"))
         .await
         .unwrap();
+}
+
+/// The call failed as "no leader now": gRPC UNAVAILABLE with a NOT_LEADER or UNAVAILABLE detail.
+#[track_caller]
+fn assert_unavailable<T: std::fmt::Debug>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    what: &str,
+) {
+    let s = r.map(|v| v.into_inner()).expect_err(what);
+    assert_eq!(s.code(), tonic::Code::Unavailable, "{what}: {s:?}");
+    assert!(
+        matches!(code(&s), ErrorCode::Unavailable | ErrorCode::NotLeader),
+        "{what}: detail {:?} of {s:?}",
+        code(&s)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_node_answers_unavailable_in_bounded_time_and_recovers() {
+    let mut c = TestCluster::start3().await;
+    let leader = c.leader().await;
+    let lone = c.follower().await;
+    let mut l = c.client(leader).await;
+    let before = l
+        .create_session(req::create("lone", b"before"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = c.client(lone).await;
+    let t = before.token.clone();
+    wait_for(
+        Duration::from_secs(5),
+        "replication to the lone node",
+        || {
+            let mut n = n.clone();
+            let t = t.clone();
+            async move { n.get_session(req::get_stale(&t)).await.ok() }
+        },
+    )
+    .await;
+    // The lone node loses both peers, the leader among them.
+    for i in 0..3 {
+        if i != lone {
+            c.kill(i);
+        }
+    }
+    // Past the stale-read bound (the maximum election timeout, 600 ms here).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let create = req::create("lone", b"during");
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(15), n.create_session(create.clone()))
+        .await
+        .expect("a write without a quorum is answered, not left hanging");
+    assert_unavailable(r, "a write without a quorum");
+    let r = tokio::time::timeout(Duration::from_secs(15), n.get_session(req::get(&t)))
+        .await
+        .expect("a linearizable read without a quorum is answered");
+    assert_unavailable(r, "a linearizable read without a quorum");
+    let r = tokio::time::timeout(Duration::from_secs(15), n.get_session(req::get_stale(&t)))
+        .await
+        .expect("a stale read past its bound is answered");
+    assert_unavailable(r, "a stale read long after the last contact with a leader");
+    eprintln!("three refusals took {:?}", started.elapsed());
+
+    // The others come back; the same create (same request id) now succeeds, once.
+    for i in 0..3 {
+        if i != lone {
+            c.restart(i);
+        }
+    }
+    c.wait_for_leader(Duration::from_secs(30)).await;
+    let done = wait_for(Duration::from_secs(20), "the retried create", || {
+        let mut n = n.clone();
+        let create = create.clone();
+        async move { n.create_session(create).await.ok() }
+    })
+    .await
+    .into_inner();
+    let again = n.create_session(create).await.unwrap().into_inner();
+    assert_eq!(again.token, done.token);
+    let listed = n
+        .list_user_sessions(req::list("lone"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.sessions.len(), 2, "{listed:?}");
+    n.get_session(req::get(&before.token)).await.unwrap();
 }
