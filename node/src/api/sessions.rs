@@ -13,7 +13,8 @@ use crate::store::StateReader;
 use sessiond_proto::v1 as pb;
 use sessiond_proto::v1::sessions_server::Sessions;
 use sessiond_state::command::{Command, Outcome, Reply, SessionError, Successor, Target};
-use sessiond_state::kv::Cf;
+use sessiond_state::keys;
+use sessiond_state::kv::{Cf, KvRead};
 use sessiond_state::record::{Policy, ReusePolicy};
 use sessiond_state::token::{RequestId, SessionId, Token};
 use sessiond_state::{limits, query};
@@ -112,6 +113,33 @@ impl SessionsService {
     fn now(&self) -> Result<u64, Status> {
         let clock = query::clock(&self.state.view()).map_err(error::storage)?;
         Ok(wall_ms().max(clock))
+    }
+
+    /// Refuse a mutation of a session this cluster has never heard of without writing it to
+    /// the log. The local check is free; only when it says "unknown" is it repeated after a
+    /// leadership check, so a session created by a write not yet applied here is not missed.
+    async fn known(&self, target: &Target) -> Result<(), Failure> {
+        let exists = |view: &crate::store::StateView<'_>| -> Result<bool, Status> {
+            let found = match target {
+                Target::Token(h) => view.get(Cf::Tokens, &keys::token(h)),
+                Target::Id(id) => {
+                    view.get(Cf::Sessions, &keys::session(id))
+                        .and_then(|s| match s {
+                            Some(_) => Ok(Some(Vec::new())),
+                            None => view.get(Cf::Tombstones, &keys::session(id)),
+                        })
+                }
+            };
+            found.map(|v| v.is_some()).map_err(error::storage)
+        };
+        if exists(&self.state.view())? {
+            return Ok(());
+        }
+        self.reads.confirm().await?;
+        if exists(&self.state.view())? {
+            return Ok(());
+        }
+        Err(Failure::Status(error::session(SessionError::NotFound)))
     }
 
     async fn propose(&self, op: &'static str, command: Command) -> Result<Reply, Failure> {
@@ -252,6 +280,7 @@ impl SessionsService {
     ) -> Result<pb::RotateTokenResponse, Failure> {
         let token = Token::parse(&req.token).map_err(error::format)?;
         let rid = request_id(&req.request_id)?;
+        self.known(&Target::Token(token.hash())).await?;
         let successor = Token::from_bytes(random());
         let command = Command::Rotate {
             request_id: rid.key(),
@@ -287,6 +316,7 @@ impl SessionsService {
         let (target, _) = target(req.session.as_ref())?;
         let rid = request_id(&req.request_id)?;
         let policy = self.policy()?;
+        self.known(&target).await?;
         let attributes = req
             .attributes
             .as_ref()
@@ -320,6 +350,7 @@ impl SessionsService {
         let (target, _) = target(req.session.as_ref())?;
         let rid = request_id(&req.request_id)?;
         limits::reason(&req.reason).map_err(error::session)?;
+        self.known(&target).await?;
         let command = Command::Revoke {
             request_id: rid.key(),
             target,
