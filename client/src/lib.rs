@@ -32,6 +32,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+pub use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic::transport::{Channel, Endpoint};
 
 /// How long an endpoint that failed to connect is skipped.
@@ -46,9 +47,18 @@ pub struct ClientBuilder {
     deadline: Duration,
     max_attempts: u32,
     backoff: Duration,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl ClientBuilder {
+    /// Connect with TLS (rustls). Endpoints given as `https://host:port`, or plain
+    /// `host:port` once this is set, use it. Without a CA in the config, the platform's
+    /// trusted roots verify the server.
+    pub fn tls(mut self, config: ClientTlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Timeout for establishing a connection to one node.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
@@ -79,23 +89,34 @@ impl ClientBuilder {
         self
     }
 
-    /// Build the client. Connections are made lazily, so this does no I/O.
+    /// Build the client, inside a Tokio runtime. Connections are made lazily, so this does no
+    /// I/O.
     pub fn build(self) -> Result<Client, Error> {
         if self.endpoints.is_empty() {
             return Err(Error::Config("no endpoints".into()));
         }
         let mut nodes = Vec::new();
         for addr in &self.endpoints {
+            let scheme = if self.tls.is_some() { "https" } else { "http" };
             let url = if addr.contains("://") {
                 addr.clone()
             } else {
-                format!("http://{addr}")
+                format!("{scheme}://{addr}")
             };
-            let channel = Endpoint::from_shared(url)
+            let mut endpoint = Endpoint::from_shared(url.clone())
                 .map_err(|e| Error::Config(format!("endpoint {addr}: {e}")))?
                 .connect_timeout(self.connect_timeout)
-                .tcp_nodelay(true)
-                .connect_lazy();
+                .tcp_nodelay(true);
+            if url.starts_with("https://") {
+                let tls = self
+                    .tls
+                    .clone()
+                    .unwrap_or_else(|| ClientTlsConfig::new().with_native_roots());
+                endpoint = endpoint
+                    .tls_config(tls)
+                    .map_err(|e| Error::Config(format!("TLS for {addr}: {e}")))?;
+            }
+            let channel = endpoint.connect_lazy();
             nodes.push(Node {
                 addr: addr.clone(),
                 channel,
@@ -231,6 +252,7 @@ impl Client {
             deadline: Duration::from_secs(15),
             max_attempts: 30,
             backoff: Duration::from_millis(20),
+            tls: None,
         }
     }
 
@@ -531,5 +553,53 @@ impl Client {
     /// The endpoints given to the builder.
     pub fn endpoints(&self) -> Vec<String> {
         self.inner.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn builder_checks_endpoints_and_accepts_tls() {
+        assert!(matches!(
+            Client::builder(Vec::<String>::new()).build(),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            Client::builder(["not a uri at all"]).build(),
+            Err(Error::Config(_))
+        ));
+        let c = Client::builder(["127.0.0.1:7001", "https://node2:7001"])
+            .tls(ClientTlsConfig::new().with_native_roots())
+            .build()
+            .expect("TLS endpoints build");
+        assert_eq!(c.endpoints(), vec!["127.0.0.1:7001", "https://node2:7001"]);
+    }
+
+    #[tokio::test]
+    async fn a_tls_client_against_a_plaintext_server_fails_typed_and_bounded() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A server that accepts and answers garbage, like a plaintext port would to TLS.
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let c = Client::builder([addr.to_string()])
+            .tls(ClientTlsConfig::new().with_native_roots())
+            .deadline(Duration::from_secs(2))
+            .request_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let e = c
+            .get_session("sdt1_x", Consistency::Stale, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

@@ -6,7 +6,10 @@
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
-use sessiond_client::{duration, Client, Consistency, Error, NewSession, Session, SessionRef};
+use sessiond_client::{
+    duration, Certificate, Client, ClientTlsConfig, Consistency, Error, NewSession, Session,
+    SessionRef,
+};
 use sessiond_proto::v1 as pb;
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -26,6 +29,13 @@ struct Cli {
     /// One JSON object per result instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Connect with TLS; verify the server with this CA certificate (PEM) instead of the
+    /// platform's roots.
+    #[arg(long, global = true)]
+    ca_cert: Option<std::path::PathBuf>,
+    /// Connect with TLS using the platform's trusted roots.
+    #[arg(long, global = true)]
+    tls: bool,
     /// Give up on a command after this long (retries included).
     #[arg(long, default_value = "15s", value_parser = duration::parse, global = true)]
     timeout: Duration,
@@ -355,10 +365,15 @@ async fn membership(
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let client = Client::builder(cli.endpoints.clone())
-        .deadline(cli.timeout)
-        .build()
-        .map_err(Failure::from)?;
+    let mut builder = Client::builder(cli.endpoints.clone()).deadline(cli.timeout);
+    if let Some(path) = &cli.ca_cert {
+        let pem =
+            std::fs::read(path).map_err(|e| usage(format!("reading {}: {e}", path.display())))?;
+        builder = builder.tls(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)));
+    } else if cli.tls {
+        builder = builder.tls(ClientTlsConfig::new().with_native_roots());
+    }
+    let client = builder.build().map_err(Failure::from)?;
     let j = cli.json;
     match cli.command {
         Cmd::Status => status(&client, j, cli.timeout).await,
