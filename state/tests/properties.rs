@@ -1,14 +1,20 @@
-//! Property tests: arbitrary command sequences keep replicas byte-identical and every index
-//! equal to what the records imply.
+//! Property tests: arbitrary command sequences keep replicas byte-identical, every index equal
+//! to what the records imply, and the guarantees of DESIGN §2 (exactly-once replies, one
+//! successor per token, no resurrection) intact, whatever the order, the clock and the
+//! grouping of commands into log entries.
 
 mod common;
 
 use common::Sm;
 use proptest::prelude::*;
-use sessiond_state::command::{Command, Reply, Successor, Target};
-use sessiond_state::record::{CapPolicy, Policy, ReusePolicy};
-use sessiond_state::token::{RequestId, SessionId, Token};
-use std::collections::BTreeMap;
+use sessiond_state::codec::{decode, encode};
+use sessiond_state::command::{Command, Outcome, Reply, Successor, Target};
+use sessiond_state::kv::{Cf, KvRead, MemKv};
+use sessiond_state::record::{
+    CapPolicy, Policy, ReusePolicy, RevocationEvent, SessionRecord, TokenRow, Tombstone,
+};
+use sessiond_state::token::{RequestId, RequestKey, SessionId, Token, TokenHash};
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -23,6 +29,8 @@ enum Op {
         token: usize,
         expected: u64,
         by_id: bool,
+        data_len: usize,
+        attributes: bool,
     },
     Touch {
         token: usize,
@@ -51,25 +59,49 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..3, prop_oneof![Just(None), (1u64..5_000).prop_map(Some)])
             .prop_map(|(user, idle)| Op::Create { user, idle }),
         3 => any::<usize>().prop_map(|token| Op::Rotate { token }),
-        2 => (any::<usize>(), 0u64..4, any::<bool>())
-            .prop_map(|(token, expected, by_id)| Op::Update { token, expected, by_id }),
+        2 => (any::<usize>(), 0u64..4, any::<bool>(), 0usize..24, any::<bool>()).prop_map(
+            |(token, expected, by_id, data_len, attributes)| Op::Update {
+                token,
+                expected,
+                by_id,
+                data_len,
+                attributes,
+            }
+        ),
         1 => any::<usize>().prop_map(|token| Op::Touch { token }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(token, by_id)| Op::Revoke { token, by_id }),
         1 => (0u8..3, proptest::option::of(any::<usize>()))
             .prop_map(|(user, except)| Op::RevokeUser { user, except }),
         1 => any::<usize>().prop_map(|token| Op::ReportReuse { token }),
         1 => (1u32..20).prop_map(|limit| Op::Expire { limit }),
-        1 => any::<usize>().prop_map(|earlier| Op::Retry { earlier }),
+        2 => any::<usize>().prop_map(|earlier| Op::Retry { earlier }),
     ]
+}
+
+/// Clock steps between entries: mostly small, sometimes backwards, sometimes far enough to
+/// pass absolute expiry.
+fn step() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        8 => -500i64..2_000,
+        1 => 5_000i64..25_000,
+    ]
+}
+
+type Entries = Vec<(Vec<Op>, i64)>;
+
+fn entries() -> impl Strategy<Value = Entries> {
+    proptest::collection::vec((proptest::collection::vec(op(), 0..6), step()), 1..40)
 }
 
 /// Turns ops into commands the way a leader would: fresh random values come from a counter so
 /// the run is reproducible, and every token a reply reveals joins the pool.
+#[derive(Default)]
 struct Driver {
     counter: u64,
     tokens: Vec<Token>,
     ids: Vec<SessionId>,
     sent: Vec<Command>,
+    request_ids: BTreeMap<RequestKey, RequestId>,
 }
 
 impl Driver {
@@ -89,6 +121,7 @@ impl Driver {
 
     fn command(&mut self, op: &Op) -> Option<Command> {
         let rid = RequestId::from_bytes(self.bytes());
+        self.request_ids.insert(rid.key(), rid);
         Some(match op {
             Op::Create { user, idle } => {
                 let token = Token::from_bytes(self.bytes());
@@ -121,12 +154,15 @@ impl Driver {
                 token,
                 expected,
                 by_id,
+                data_len,
+                attributes,
             } => Command::Update {
                 request_id: rid.key(),
                 target: self.target(*token, *by_id)?,
                 expected_version: *expected,
-                data: Some(vec![1, 2, 3]),
-                attributes: None,
+                data: Some(vec![7; *data_len]),
+                attributes: attributes
+                    .then(|| BTreeMap::from([("device".to_string(), "x".repeat(*data_len))])),
             },
             Op::Touch { token } => Command::Touch {
                 token_hash: Self::pick(&self.tokens, *token)?.hash(),
@@ -146,8 +182,46 @@ impl Driver {
                 token_hash: Self::pick(&self.tokens, *token)?.hash(),
             },
             Op::Expire { limit } => Command::Expire { limit: *limit },
-            Op::Retry { earlier } => Self::pick(&self.sent, *earlier)?,
+            Op::Retry { earlier } => {
+                let earlier = Self::pick(&self.sent, *earlier)?;
+                self.retry(earlier)
+            }
         })
+    }
+
+    /// A client's retry as the leader proposes it: the same request id, but every random value
+    /// drawn afresh (a new id and token for a create, a new successor for a rotation).
+    fn retry(&mut self, mut c: Command) -> Command {
+        match &mut c {
+            Command::Create {
+                request_id,
+                id,
+                token_hash,
+                sealed_token,
+                ..
+            } => {
+                let token = Token::from_bytes(self.bytes());
+                *id = SessionId(self.bytes());
+                *token_hash = token.hash();
+                *sealed_token = self.request_ids[request_id].seal(&token);
+                self.tokens.push(token);
+                self.ids.push(*id);
+            }
+            Command::Rotate {
+                token_hash,
+                new_token_hash,
+                sealed_successor,
+                ..
+            } => {
+                let next = Token::from_bytes(self.bytes());
+                *new_token_hash = next.hash();
+                if let Some(presented) = self.token(token_hash) {
+                    *sealed_successor = presented.seal(&next);
+                }
+            }
+            _ => {}
+        }
+        c
     }
 
     fn target(&self, i: usize, by_id: bool) -> Option<Target> {
@@ -158,8 +232,12 @@ impl Driver {
         }
     }
 
-    /// Learn the successor tokens a batch revealed.
-    fn learn(&mut self, commands: &[Command], outcomes: &[sessiond_state::command::Outcome]) {
+    fn token(&self, hash: &TokenHash) -> Option<Token> {
+        self.tokens.iter().find(|t| t.hash() == *hash).cloned()
+    }
+
+    /// Learn the successor tokens an entry revealed.
+    fn learn(&mut self, commands: &[Command], outcomes: &[Outcome]) {
         for (c, o) in commands.iter().zip(outcomes) {
             if let (
                 Command::Rotate { token_hash, .. },
@@ -169,12 +247,7 @@ impl Driver {
                 }),
             ) = (c, o)
             {
-                if let Some(t) = self
-                    .tokens
-                    .iter()
-                    .find(|t| t.hash() == *token_hash)
-                    .cloned()
-                {
+                if let Some(t) = self.token(token_hash) {
                     let next = t.open(s);
                     if !self.tokens.contains(&next) {
                         self.tokens.push(next);
@@ -182,6 +255,12 @@ impl Driver {
                 }
             }
         }
+        self.sent.extend(commands.iter().cloned());
+    }
+
+    /// Commands of the next entry.
+    fn entry(&mut self, ops: &[Op]) -> Vec<Command> {
+        ops.iter().filter_map(|o| self.command(o)).collect()
     }
 }
 
@@ -203,37 +282,315 @@ fn policy() -> impl Strategy<Value = Policy> {
             },
             dedup_window_ms: 4_000,
             default_absolute_timeout_ms: 20_000,
+            max_data_bytes: 16,
+            max_attributes_bytes: 24,
             ..Policy::default()
         }
     })
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+fn request_key(c: &Command) -> Option<RequestKey> {
+    match c {
+        Command::Create { request_id, .. }
+        | Command::Rotate { request_id, .. }
+        | Command::Update { request_id, .. }
+        | Command::Revoke { request_id, .. }
+        | Command::RevokeUser { request_id, .. } => Some(*request_id),
+        _ => None,
+    }
+}
 
-    /// Two replicas fed the same log end byte-identical, and invariants hold after every entry
-    /// (checked inside `Sm::apply`).
+/// What a replay of `o` must look like: the same answer, flagged as replayed.
+fn replayed(o: &Outcome) -> Outcome {
+    o.clone().map(|r| match r {
+        Reply::Created {
+            session,
+            sealed_token,
+            evicted,
+            ..
+        } => Reply::Created {
+            session,
+            sealed_token,
+            evicted,
+            replayed: true,
+        },
+        Reply::Rotated {
+            session, successor, ..
+        } => Reply::Rotated {
+            session,
+            successor,
+            replayed: true,
+        },
+        Reply::Updated { session, .. } => Reply::Updated {
+            session,
+            replayed: true,
+        },
+        Reply::Revoked { id, already, .. } => Reply::Revoked {
+            id,
+            already,
+            replayed: true,
+        },
+        Reply::RevokedUser { ids, .. } => Reply::RevokedUser {
+            ids,
+            replayed: true,
+        },
+        other => other,
+    })
+}
+
+fn rows(kv: &MemKv, cf: Cf) -> Vec<(Vec<u8>, Vec<u8>)> {
+    kv.scan(cf, &[], None, usize::MAX).unwrap()
+}
+
+/// Guarantees checked against the replies and the state as a run goes, independently of
+/// `invariants::check` (which `Sm::apply` runs after every entry).
+struct Guarantees {
+    window_ms: u64,
+    now: u64,
+    /// First answer per request id, and until when it must be replayed.
+    first: BTreeMap<RequestKey, (Outcome, u64)>,
+    /// The one successor each token ever had.
+    successors: BTreeMap<TokenHash, Token>,
+    /// Ids ever tombstoned.
+    revoked: BTreeSet<SessionId>,
+}
+
+impl Guarantees {
+    fn new(window_ms: u64) -> Self {
+        Guarantees {
+            window_ms,
+            now: 0,
+            first: BTreeMap::new(),
+            successors: BTreeMap::new(),
+            revoked: BTreeSet::new(),
+        }
+    }
+
+    fn entry(
+        &mut self,
+        d: &Driver,
+        kv: &MemKv,
+        stamp: u64,
+        commands: &[Command],
+        outcomes: &[Outcome],
+    ) -> Result<(), TestCaseError> {
+        self.now = self.now.max(stamp);
+        for (c, o) in commands.iter().zip(outcomes) {
+            self.exactly_once(c, o)?;
+            self.one_successor(d, c, o)?;
+            self.no_reply_for_revoked(o)?;
+        }
+        self.state(kv)
+    }
+
+    /// A retry inside the dedup window gets the first answer, flagged replayed.
+    fn exactly_once(&mut self, c: &Command, o: &Outcome) -> Result<(), TestCaseError> {
+        let Some(key) = request_key(c) else {
+            return Ok(());
+        };
+        match self.first.get(&key) {
+            Some((first, until)) if self.now < *until => {
+                prop_assert_eq!(o, &replayed(first), "retry of {:?}", c);
+            }
+            _ => {
+                // (A racing rotation of a superseded token is fresh yet `replayed`: the
+                // rotation it joins already happened.)
+                if !matches!(c, Command::Rotate { .. }) {
+                    prop_assert!(
+                        !is_replayed(o),
+                        "fresh request answered as a replay: {:?}",
+                        o
+                    );
+                }
+                self.first
+                    .insert(key, (o.clone(), self.now + self.window_ms));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every rotation of one token, racing or retried, hands out the same successor.
+    fn one_successor(&mut self, d: &Driver, c: &Command, o: &Outcome) -> Result<(), TestCaseError> {
+        let (
+            Command::Rotate { token_hash, .. },
+            Ok(Reply::Rotated {
+                successor: Successor::Sealed(s),
+                session,
+                ..
+            }),
+        ) = (c, o)
+        else {
+            return Ok(());
+        };
+        let presented = d
+            .token(token_hash)
+            .expect("the driver presents known tokens");
+        let next = presented.open(s);
+        prop_assert!(session.generation >= 1);
+        if let Some(prev) = self.successors.get(token_hash) {
+            prop_assert_eq!(prev, &next, "a second successor for one token");
+        } else {
+            self.successors.insert(*token_hash, next);
+        }
+        Ok(())
+    }
+
+    /// No fresh answer hands out a session that was revoked before.
+    fn no_reply_for_revoked(&self, o: &Outcome) -> Result<(), TestCaseError> {
+        let session = match o {
+            Ok(Reply::Created {
+                session,
+                replayed: false,
+                ..
+            })
+            | Ok(Reply::Rotated {
+                session,
+                replayed: false,
+                ..
+            })
+            | Ok(Reply::Updated {
+                session,
+                replayed: false,
+            })
+            | Ok(Reply::Touched { session, .. }) => session,
+            _ => return Ok(()),
+        };
+        prop_assert!(
+            !self.revoked.contains(&session.id),
+            "{:?} answered after its revocation",
+            session.id
+        );
+        Ok(())
+    }
+
+    /// Model-free checks of the whole state.
+    fn state(&mut self, kv: &MemKv) -> Result<(), TestCaseError> {
+        let mut owners = BTreeSet::new();
+        for (_, v) in rows(kv, Cf::Tombstones) {
+            let t: Tombstone = decode(&v).unwrap();
+            owners.insert(t.id);
+            self.revoked.insert(t.id);
+        }
+        for (_, v) in rows(kv, Cf::Sessions) {
+            let r: SessionRecord = decode(&v).unwrap();
+            prop_assert!(owners.insert(r.id), "{:?} is live and tombstoned", r.id);
+            prop_assert!(!self.revoked.contains(&r.id), "{:?} was resurrected", r.id);
+        }
+        for (k, v) in rows(kv, Cf::Tokens) {
+            let row: TokenRow = decode(&v).unwrap();
+            prop_assert!(
+                owners.contains(&row.id),
+                "token row {:?} points at {:?}, which has neither session nor tombstone",
+                k,
+                row.id
+            );
+        }
+        Ok(())
+    }
+}
+
+fn is_replayed(o: &Outcome) -> bool {
+    matches!(
+        o,
+        Ok(Reply::Created { replayed: true, .. })
+            | Ok(Reply::Rotated { replayed: true, .. })
+            | Ok(Reply::Updated { replayed: true, .. })
+            | Ok(Reply::Revoked { replayed: true, .. })
+            | Ok(Reply::RevokedUser { replayed: true, .. })
+    )
+}
+
+/// A dump with the log-index-derived parts (revocation feed keys and event indexes) replaced by
+/// their rank, so runs that group the same commands into different entries compare equal.
+fn normalized(kv: &MemKv) -> Vec<(Cf, Vec<u8>, Vec<u8>)> {
+    let rank: BTreeMap<Vec<u8>, Vec<u8>> = rows(kv, Cf::Revocations)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (k, _))| (k, (i as u64).to_be_bytes().to_vec()))
+        .collect();
+    kv.dump()
+        .into_iter()
+        .map(|(cf, k, v)| match cf {
+            Cf::Revocations => {
+                let mut e: RevocationEvent = decode(&v).unwrap();
+                e.index = 0;
+                (cf, rank[&k].clone(), encode(&e))
+            }
+            Cf::Tombstones => {
+                let mut t: Tombstone = decode(&v).unwrap();
+                t.feed_key = rank.get(&t.feed_key).cloned().unwrap_or_default();
+                (cf, k, encode(&t))
+            }
+            _ => (cf, k, v),
+        })
+        .collect()
+}
+
+const START: i64 = 1_000_000;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    /// Two replicas fed the same log end byte-identical with identical answers; invariants hold
+    /// after every entry (checked inside `Sm::apply`); retries get the first answer; a token
+    /// has one successor; no token row outlives its session or tombstone; nothing comes back
+    /// from revocation.
     #[test]
-    fn replicas_stay_identical(
-        p in policy(),
-        batches in proptest::collection::vec(
-            (proptest::collection::vec(op(), 1..5), -500i64..2_000),
-            1..40,
-        ),
-    ) {
+    fn replicas_stay_identical(p in policy(), entries in entries()) {
         let mut a = Sm::with_policy(p.clone());
-        let mut b = Sm::with_policy(p);
-        let mut d = Driver { counter: 0, tokens: Vec::new(), ids: Vec::new(), sent: Vec::new() };
-        let mut stamp: i64 = 1_000_000;
-        for (ops, step) in batches {
+        let mut b = Sm::with_policy(p.clone());
+        let mut d = Driver::default();
+        let mut g = Guarantees::new(p.dedup_window_ms);
+        let mut stamp = START;
+        for (ops, step) in entries {
             stamp += step;
-            let commands: Vec<Command> = ops.iter().filter_map(|o| d.command(o)).collect();
+            let commands = d.entry(&ops);
             let out_a = a.apply(stamp as u64, commands.clone());
             let out_b = b.apply(stamp as u64, commands.clone());
             prop_assert_eq!(&out_a, &out_b);
+            g.entry(&d, &a.kv, stamp as u64, &commands, &out_a)?;
             d.learn(&commands, &out_a);
-            d.sent.extend(commands);
         }
         prop_assert_eq!(a.kv.dump(), b.kv.dump());
     }
+
+    /// Grouping commands into log entries does not change any answer or the state: one
+    /// command per entry (same stamps) equals many per entry, up to the log indexes that key
+    /// the revocation feed.
+    #[test]
+    fn grouping_into_entries_does_not_matter(p in policy(), entries in entries()) {
+        let mut many = Sm::with_policy(p.clone());
+        let mut single = Sm::with_policy(p);
+        let mut d = Driver::default();
+        let mut stamp = START;
+        for (ops, step) in entries {
+            stamp += step;
+            let commands = d.entry(&ops);
+            let out_many = many.apply(stamp as u64, commands.clone());
+            let mut out_single = Vec::new();
+            if commands.is_empty() {
+                single.apply(stamp as u64, Vec::new());
+            }
+            for c in &commands {
+                out_single.extend(single.apply(stamp as u64, vec![c.clone()]));
+            }
+            prop_assert_eq!(&out_many, &out_single);
+            d.learn(&commands, &out_many);
+        }
+        prop_assert_eq!(normalized(&many.kv), normalized(&single.kv));
+    }
+}
+
+/// The property checks above must be able to fail: a state with a token row whose session is
+/// gone is caught by the model-free check.
+#[test]
+fn orphan_token_rows_are_caught() {
+    let mut sm = Sm::new();
+    let (id, _) = sm.create(START as u64, "u");
+    let mut w = sessiond_state::kv::WriteSet::default();
+    w.delete(Cf::Sessions, id.0.to_vec());
+    sm.kv.commit(&w);
+    let mut g = Guarantees::new(1);
+    assert!(g.state(&sm.kv).is_err());
+    assert!(sessiond_state::invariants::check(&sm.kv).unwrap().is_err());
 }
