@@ -161,7 +161,7 @@ async fn sessions_expired_while_the_cluster_was_down_are_swept_after_restart() {
     let mut short_tokens = Vec::new();
     for _ in 0..5 {
         short_tokens.push(
-            l.create_session(req::create_idle("gina", 3000))
+            l.create_session(req::create_idle("gina", 4000))
                 .await
                 .unwrap()
                 .into_inner()
@@ -185,10 +185,17 @@ async fn sessions_expired_while_the_cluster_was_down_are_swept_after_restart() {
         })
         .await;
     }
+    // The premise: they are all still live when the cluster goes down, so only a sweep after
+    // the restart can remove them.
+    for t in &short_tokens {
+        l.get_session(req::get(t))
+            .await
+            .expect("a short session is still live before the outage");
+    }
     for i in 0..3 {
         c.kill(i);
     }
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     // Back from the data directories: two with the same flags, one without --initial-cluster.
     c.restart(0);
     c.restart(1);
