@@ -296,3 +296,57 @@ async fn retried_mutations_return_the_first_answer() {
         .into_inner();
     assert_eq!(still.session.unwrap().generation, 0, "nothing rotated");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn linearizable_reads_on_any_node_see_the_latest_write() {
+    let c = TestCluster::start3().await;
+    let clients = [c.client(0).await, c.client(1).await, c.client(2).await];
+    let created = clients[0]
+        .clone()
+        .create_session(req::create("rw", b"0"))
+        .await
+        .unwrap()
+        .into_inner();
+    let token = created.token;
+    let mut version = 1;
+    for round in 0..60usize {
+        let (w, r) = (round % 3, (round / 3 + round + 1) % 3);
+        let data = round.to_be_bytes();
+        let up = clients[w]
+            .clone()
+            .update_session(req::update(&token, version, &data))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: update via node index {w}: {e:?}"))
+            .into_inner();
+        version = up.session.unwrap().version;
+        // Acknowledged on one node, so a linearizable read on any node (this one included)
+        // must see it at once.
+        let got = clients[r]
+            .clone()
+            .get_session(req::get(&token))
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap();
+        assert_eq!(
+            (got.version, got.data.as_slice()),
+            (version, &data[..]),
+            "round {round}: write via node index {w}, read via node index {r}"
+        );
+        // Likewise for the user index.
+        let user = format!("rw-{round}");
+        clients[w]
+            .clone()
+            .create_session(req::create(&user, b""))
+            .await
+            .unwrap();
+        let listed = clients[r]
+            .clone()
+            .list_user_sessions(req::list(&user))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.sessions.len(), 1, "round {round}: list via {r}");
+    }
+}
