@@ -308,14 +308,20 @@ impl Client {
             }
         }
         if d.is_none() {
-            // No answer from sessiond itself: the node is unreachable; skip it for a while.
-            if let Ok(mut down) = self.inner.nodes[i].down_until.lock() {
-                *down = Some(Instant::now() + DOWN_FOR);
-            }
-            if let Ok(mut leader) = self.inner.leader.lock() {
-                if *leader == Some(i) {
-                    *leader = None;
-                }
+            // No answer from sessiond itself: the node is unreachable.
+            self.mark_down(i);
+        }
+    }
+
+    /// Skip endpoint `i` for a while (and forget it as leader), so the next attempt of a
+    /// call goes elsewhere instead of waiting on the same silent connection.
+    fn mark_down(&self, i: usize) {
+        if let Ok(mut down) = self.inner.nodes[i].down_until.lock() {
+            *down = Some(Instant::now() + DOWN_FOR);
+        }
+        if let Ok(mut leader) = self.inner.leader.lock() {
+            if *leader == Some(i) {
+                *leader = None;
             }
         }
     }
@@ -345,7 +351,10 @@ impl Client {
                     }
                     e.to_string()
                 }
-                Err(_) => format!("attempt timed out after {:?}", cfg.request_timeout),
+                Err(_) => {
+                    self.mark_down(i);
+                    format!("attempt timed out after {:?}", cfg.request_timeout)
+                }
             };
             let jitter = backoff.mul_f64(rand::random::<f64>());
             if attempts >= cfg.max_attempts || Instant::now() + jitter >= deadline {
