@@ -202,11 +202,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         let write = |e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e);
-        // Record the purge point first: a crash in between leaves extra entries, never a hole.
-        self.put_meta(PURGED, &log_id).map_err(write)?;
-        let handle = cf(&self.db, CF_LOG).map_err(write)?;
+        // The purge point and the removal in one batch: the log state never shows a hole.
+        let log = cf(&self.db, CF_LOG).map_err(write)?;
+        let meta = cf(&self.db, CF_RAFT_META).map_err(write)?;
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(handle, key(0), key(log_id.index.saturating_add(1)));
+        batch.put_cf(meta, PURGED, encode(&log_id).map_err(write)?);
+        batch.delete_range_cf(log, key(0), key(log_id.index.saturating_add(1)));
         self.db
             .write_opt(batch, &synced())
             .map_err(|e| write(e.into()))

@@ -3,7 +3,8 @@
 //! the last applied log id and membership — as one `WriteBatch`.
 
 use super::reader::{StateReader, StateView};
-use super::{cf, io_error, snapshot, StoreFault};
+use super::snapshot::{self, SnapshotDir};
+use super::{cf, io_error, StoreFault};
 use crate::raft_types::{BatchResponse, NodeId, NodeInfo, StorageError, TypeConfig};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -15,20 +16,20 @@ use sessiond_state::apply::apply_batch;
 use sessiond_state::kv::{Cf, Txn};
 use std::io::Cursor;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 const LAST_APPLIED: &[u8] = b"last_applied";
 const LAST_MEMBERSHIP: &[u8] = b"last_membership";
-/// Larger than any key the state machine writes, for range deletes over a whole family.
-const KEY_SPACE_END: [u8; 512] = [0xFF; 512];
 
 type Membership = StoredMembership<NodeId, NodeInfo>;
 
 /// The state machine of one node.
 pub struct StateMachineStore {
     db: Arc<DB>,
-    dir: PathBuf,
+    snapshots: SnapshotDir,
     applied_tx: watch::Sender<u64>,
     applied_rx: watch::Receiver<u64>,
 }
@@ -60,7 +61,7 @@ impl StateMachineStore {
         let (applied_tx, applied_rx) = watch::channel(applied.map(|l| l.index).unwrap_or(0));
         Ok(StateMachineStore {
             db,
-            dir,
+            snapshots: SnapshotDir::new(dir),
             applied_tx,
             applied_rx,
         })
@@ -92,7 +93,7 @@ impl StateMachineStore {
                 EntryPayload::Blank => responses.push(Vec::new()),
                 EntryPayload::Normal(batch) => responses.push(
                     apply_batch(&mut txn, entry.log_id.index, &batch)
-                        .map_err(|e| StoreFault::Corrupt(e.0))?,
+                        .map_err(|e| StoreFault::State(e.0))?,
                 ),
                 EntryPayload::Membership(m) => {
                     membership = Some(Membership::new(Some(entry.log_id), m));
@@ -131,10 +132,19 @@ impl StateMachineStore {
         meta: &SnapshotMeta<NodeId, NodeInfo>,
         stream: &[u8],
     ) -> Result<(), StoreFault> {
+        // Decode the whole stream first: a damaged one is refused before anything changes.
         let pairs = snapshot::decode(stream)?;
         let mut batch = WriteBatch::default();
         for family in Cf::ALL {
-            batch.delete_range_cf(cf(&self.db, family.name())?, &[][..], &KEY_SPACE_END[..]);
+            // Clear the family's whole key space: everything from the empty key up to its
+            // current last key, and that key. Apply is the only writer and install runs in its
+            // place, so nothing lands past that key meanwhile.
+            let handle = cf(&self.db, family.name())?;
+            if let Some(item) = self.db.iterator_cf(handle, IteratorMode::End).next() {
+                let (last, _) = item?;
+                batch.delete_range_cf(handle, &[][..], &last[..]);
+                batch.delete_cf(handle, &last[..]);
+            }
         }
         for (family, k, v) in pairs {
             batch.put_cf(cf(&self.db, family.name())?, k, v);
@@ -145,7 +155,7 @@ impl StateMachineStore {
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
         self.db.write_opt(batch, &sync)?;
-        snapshot::save(&self.dir, meta, stream)?;
+        self.snapshots.save(meta, stream)?;
         self.applied_tx
             .send_replace(meta.last_log_id.map(|l| l.index).unwrap_or(0));
         Ok(())
@@ -172,7 +182,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             db: self.db.clone(),
-            dir: self.dir.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
@@ -196,7 +206,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let loaded = snapshot::load(&self.dir)
+        let loaded = self
+            .snapshots
+            .load()
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
         Ok(loaded.map(|(meta, data)| Snapshot {
             meta,
@@ -205,10 +217,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 }
 
-/// Builds snapshots from a consistent RocksDB view, off the apply path.
+/// Builds snapshots from a consistent RocksDB view, off the apply path (openraft runs it in a
+/// task of its own; the RocksDB work itself runs on a blocking thread).
 pub struct SnapshotBuilder {
     db: Arc<DB>,
-    dir: PathBuf,
+    snapshots: SnapshotDir,
+}
+
+/// Distinguishes snapshots built at the same log id within one millisecond.
+static SNAPSHOT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn snapshot_id(last_applied: Option<LogId<NodeId>>) -> String {
+    let (term, index) = last_applied
+        .map(|l| (l.leader_id.term, l.index))
+        .unwrap_or((0, 0));
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{term}-{index}-{stamp}-{seq}")
 }
 
 impl SnapshotBuilder {
@@ -239,26 +267,29 @@ impl SnapshotBuilder {
                 enc.push(family, &k, &v);
             }
         }
-        let stamp = crate::clock::wall_ms();
-        let snapshot_id = match last_applied {
-            Some(l) => format!("{}-{}-{stamp}", l.leader_id.term, l.index),
-            None => format!("0-0-{stamp}"),
-        };
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership,
-            snapshot_id,
+            snapshot_id: snapshot_id(last_applied),
         };
         let stream = enc.finish();
-        snapshot::save(&self.dir, &meta, &stream)?;
+        if !self.snapshots.save(&meta, &stream)? {
+            tracing::info!(snapshot = %meta.snapshot_id, "a newer snapshot is kept as current");
+        }
         Ok((meta, stream))
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, stream) = self
-            .build()
+        let builder = SnapshotBuilder {
+            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
+        };
+        let (meta, stream) = tokio::task::spawn_blocking(move || builder.build())
+            .await
+            .map_err(|e| StoreFault::Io(std::io::Error::other(e)))
+            .and_then(|built| built)
             .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = stream.len(), "snapshot built");
         Ok(Snapshot {

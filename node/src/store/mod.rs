@@ -68,6 +68,8 @@ pub enum StoreFault {
     MissingCf(String),
     #[error("corrupt storage: {0}")]
     Corrupt(String),
+    #[error("state machine: {0}")]
+    State(String),
 }
 
 /// The handle of a column family that `Store::open` created.

@@ -6,14 +6,16 @@
 //! the family index and the count, so a truncated or corrupt stream is refused as a whole.
 //!
 //! The latest built or installed snapshot is kept as one file, `current.snap` =
-//! `[meta_len: u32][meta (postcard)][stream]`, written to a temporary file, synced and renamed.
+//! `[meta_len: u32][meta (postcard)][stream]`, written to a temporary file, synced and renamed
+//! (see [`SnapshotDir`]).
 
 use super::StoreFault;
 use crate::raft_types::{NodeId, NodeInfo};
 use openraft::SnapshotMeta;
 use sessiond_state::kv::Cf;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 const MAGIC: &[u8; 8] = b"SDSNAP1\0";
 const END: u8 = 0xFF;
@@ -101,7 +103,7 @@ pub fn decode(stream: &[u8]) -> Result<Vec<Pair<'_>>, StoreFault> {
             return Ok(out);
         }
         let cf = *Cf::ALL
-            .get(tag as usize)
+            .get(usize::from(tag))
             .ok_or_else(|| bad("unknown column family"))?;
         let kl = len(&mut rest).ok_or_else(|| bad("truncated key length"))?;
         let k = take(&mut rest, kl).ok_or_else(|| bad("truncated key"))?;
@@ -111,50 +113,105 @@ pub fn decode(stream: &[u8]) -> Result<Vec<Pair<'_>>, StoreFault> {
     }
 }
 
-/// Where the current snapshot lives.
-pub fn path(dir: &Path) -> PathBuf {
-    dir.join(FILE)
+/// The directory that keeps the current snapshot.
+///
+/// openraft 0.9 builds snapshots in a task of their own, so a build can finish after a newer
+/// snapshot was installed. Saves through one `SnapshotDir` (and its clones) are serialized, and
+/// a save never replaces a snapshot that covers more of the log: the kept snapshot must always
+/// reach at least as far as the purged log, or a lagging follower could never catch up.
+#[derive(Clone, Debug)]
+pub struct SnapshotDir {
+    path: PathBuf,
+    lock: Arc<Mutex<()>>,
 }
 
-/// Durably replace the current snapshot.
-pub fn save(
-    dir: &Path,
-    meta: &SnapshotMeta<NodeId, NodeInfo>,
-    stream: &[u8],
-) -> Result<(), StoreFault> {
-    std::fs::create_dir_all(dir)?;
-    let meta = postcard::to_allocvec(meta).map_err(|e| StoreFault::Corrupt(e.to_string()))?;
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&(meta.len() as u32).to_le_bytes())?;
-        f.write_all(&meta)?;
-        f.write_all(stream)?;
-        f.sync_all()?;
+impl SnapshotDir {
+    /// The snapshot directory at `path` (created on the first save).
+    pub fn new(path: PathBuf) -> Self {
+        SnapshotDir {
+            path,
+            lock: Arc::new(Mutex::new(())),
+        }
     }
-    std::fs::rename(&tmp, path(dir))?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+
+    /// The file holding the current snapshot.
+    pub fn file(&self) -> PathBuf {
+        self.path.join(FILE)
+    }
+
+    /// Durably make this the current snapshot, unless the current one reaches further into
+    /// the log. Returns whether it was saved.
+    pub fn save(
+        &self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        stream: &[u8],
+    ) -> Result<bool, StoreFault> {
+        // A poisoned lock only means another save panicked; the file is still whole (rename).
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = read_meta(&self.file())? {
+            if current.last_log_id > meta.last_log_id {
+                return Ok(false);
+            }
+        }
+        std::fs::create_dir_all(&self.path)?;
+        let meta = postcard::to_allocvec(meta).map_err(|e| StoreFault::Corrupt(e.to_string()))?;
+        let len = u32::try_from(meta.len())
+            .map_err(|_| StoreFault::Corrupt("snapshot meta too large".into()))?;
+        let tmp = self.path.join(format!("{FILE}.tmp"));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&len.to_le_bytes())?;
+            f.write_all(&meta)?;
+            f.write_all(stream)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.file())?;
+        std::fs::File::open(&self.path)?.sync_all()?;
+        Ok(true)
+    }
+
+    /// The current snapshot, if one was saved.
+    pub fn load(&self) -> Result<Option<Saved>, StoreFault> {
+        let bytes = match std::fs::read(self.file()) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let n = meta_len(&bytes)?;
+        let meta_bytes = bytes.get(4..4 + n).ok_or_else(corrupt_file)?;
+        let meta =
+            postcard::from_bytes(meta_bytes).map_err(|e| StoreFault::Corrupt(e.to_string()))?;
+        Ok(Some((meta, bytes[4 + n..].to_vec())))
+    }
 }
 
-/// The current snapshot, if one was saved.
-pub fn load(dir: &Path) -> Result<Option<Saved>, StoreFault> {
-    let bytes = match std::fs::read(path(dir)) {
-        Ok(b) => b,
+fn corrupt_file() -> StoreFault {
+    StoreFault::Corrupt("snapshot file".into())
+}
+
+fn meta_len(header: &[u8]) -> Result<usize, StoreFault> {
+    let b: [u8; 4] = header
+        .get(..4)
+        .ok_or_else(corrupt_file)?
+        .try_into()
+        .map_err(|_| corrupt_file())?;
+    Ok(u32::from_le_bytes(b) as usize)
+}
+
+/// The meta of the snapshot in `file`, reading only its header.
+fn read_meta(file: &Path) -> Result<Option<SnapshotMeta<NodeId, NodeInfo>>, StoreFault> {
+    let mut f = match std::fs::File::open(file) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let corrupt = || StoreFault::Corrupt("snapshot file".into());
-    let n = u32::from_le_bytes(
-        bytes
-            .get(..4)
-            .ok_or_else(corrupt)?
-            .try_into()
-            .map_err(|_| corrupt())?,
-    ) as usize;
-    let meta_bytes = bytes.get(4..4 + n).ok_or_else(corrupt)?;
-    let meta = postcard::from_bytes(meta_bytes).map_err(|e| StoreFault::Corrupt(e.to_string()))?;
-    Ok(Some((meta, bytes[4 + n..].to_vec())))
+    let mut header = [0u8; 4];
+    f.read_exact(&mut header)?;
+    let mut meta = vec![0u8; meta_len(&header)?];
+    f.read_exact(&mut meta)?;
+    postcard::from_bytes(&meta)
+        .map(Some)
+        .map_err(|e| StoreFault::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]
@@ -180,5 +237,33 @@ mod tests {
         let mut extra = s.clone();
         extra.push(0);
         assert!(decode(&extra).is_err());
+    }
+
+    fn meta(index: u64, id: &str) -> SnapshotMeta<NodeId, NodeInfo> {
+        SnapshotMeta {
+            last_log_id: Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(1, 1),
+                index,
+            )),
+            last_membership: Default::default(),
+            snapshot_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn saved_snapshot_survives_and_is_never_replaced_by_an_older_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::new(tmp.path().join("snapshot"));
+        assert!(dir.load().unwrap().is_none());
+        assert!(dir.save(&meta(5, "a"), b"five").unwrap());
+        // A build that finishes after a newer install must not win.
+        assert!(!dir.save(&meta(3, "b"), b"three").unwrap());
+        let again = SnapshotDir::new(tmp.path().join("snapshot"));
+        let (m, data) = again.load().unwrap().unwrap();
+        assert_eq!(m.snapshot_id, "a");
+        assert_eq!(data, b"five");
+        assert!(again.save(&meta(5, "c"), b"five again").unwrap());
+        assert!(again.save(&meta(9, "d"), b"nine").unwrap());
+        assert_eq!(dir.load().unwrap().unwrap().0.snapshot_id, "d");
     }
 }
