@@ -6,9 +6,11 @@ use openraft::testing::{StoreBuilder, Suite};
 use openraft::{Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, Vote};
 use sessiond::raft_types::{StorageError, TypeConfig};
 use sessiond::store::{LogStore, StateMachineStore, Store};
-use sessiond_state::command::{Batch, Command};
+use sessiond_state::command::{Batch, Command, Target};
 use sessiond_state::kv::{Cf, KvRead};
 use sessiond_state::record::Policy;
+use sessiond_state::token::{RequestKey, SealedToken, SessionId, TokenHash, TOKEN_BYTES};
+use std::collections::BTreeMap;
 use tempfile::TempDir;
 
 struct Builder;
@@ -147,4 +149,151 @@ async fn snapshot_installs_byte_for_byte_and_refuses_damage() {
         .unwrap()
         .expect("snapshot kept");
     assert_eq!(current.meta.last_log_id, Some(log_id(1, 2)));
+}
+
+fn create(n: u8, user: &str) -> Command {
+    Command::Create {
+        request_id: RequestKey([n; 16]),
+        id: SessionId([n; 16]),
+        token_hash: TokenHash([n; 32]),
+        sealed_token: SealedToken([n; TOKEN_BYTES]),
+        user_id: user.into(),
+        data: vec![n; 40],
+        attributes: BTreeMap::from([("device".to_string(), format!("d{n}"))]),
+        idle_timeout_ms: None,
+        absolute_timeout_ms: None,
+    }
+}
+
+fn revoke(n: u8, request: u8) -> Command {
+    Command::Revoke {
+        request_id: RequestKey([request; 16]),
+        target: Target::Id(SessionId([n; 16])),
+        reason: "logout".into(),
+    }
+}
+
+#[tokio::test]
+async fn install_replaces_every_family_of_a_populated_store() {
+    // Source: sessions, tokens, users, expiry, a tombstone, revocations and dedup rows.
+    let src_dir = tempfile::tempdir().unwrap();
+    let (_, mut src, src_reader) = Store::open(src_dir.path()).unwrap();
+    src.apply(vec![
+        normal(1, 1, 1_000, vec![create(1, "alice"), create(2, "alice")]),
+        normal(1, 2, 2_000, vec![create(3, "bob"), revoke(1, 100)]),
+    ])
+    .await
+    .unwrap();
+    let before = dump(&src_reader);
+    for cf in [
+        Cf::Sessions,
+        Cf::Tokens,
+        Cf::Users,
+        Cf::Expiry,
+        Cf::Tombstones,
+        Cf::Dedup,
+        Cf::Revocations,
+        Cf::Meta,
+    ] {
+        assert!(before.iter().any(|(c, _, _)| *c == cf), "{cf:?} is empty");
+    }
+    let snap = src
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+
+    // Target: a different history, with rows the snapshot does not have.
+    let dst_dir = tempfile::tempdir().unwrap();
+    let (_, mut dst, dst_reader) = Store::open(dst_dir.path()).unwrap();
+    dst.apply(vec![normal(
+        1,
+        1,
+        500,
+        vec![create(7, "carol"), create(8, "dave"), revoke(8, 101)],
+    )])
+    .await
+    .unwrap();
+    let own = dump(&dst_reader);
+    assert_ne!(own, before);
+
+    // A damaged stream changes nothing, whatever the damage.
+    let stream = snap.snapshot.into_inner();
+    let mut unknown_cf = stream.clone();
+    unknown_cf[8] = 0x42;
+    for bad in [
+        stream[..stream.len() / 2].to_vec(),
+        stream[..8].to_vec(),
+        unknown_cf,
+        Vec::new(),
+    ] {
+        assert!(dst
+            .install_snapshot(&snap.meta, Box::new(std::io::Cursor::new(bad)))
+            .await
+            .is_err());
+        assert_eq!(dump(&dst_reader), own);
+        assert_eq!(dst_reader.applied_index(), 1);
+    }
+
+    let mut applied = dst_reader.subscribe_applied();
+    dst.install_snapshot(&snap.meta, Box::new(std::io::Cursor::new(stream)))
+        .await
+        .unwrap();
+    assert_eq!(dump(&dst_reader), before);
+    assert!(applied.has_changed().unwrap());
+    assert_eq!(*applied.borrow_and_update(), 2);
+    let (last, membership) = dst.applied_state().await.unwrap();
+    assert_eq!(last, Some(log_id(1, 2)));
+    assert_eq!(membership, snap.meta.last_membership);
+}
+
+#[tokio::test]
+async fn a_view_is_one_point_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut sm, reader) = Store::open(dir.path()).unwrap();
+    sm.apply(vec![normal(1, 1, 1_000, vec![create(1, "alice")])])
+        .await
+        .unwrap();
+    let view = reader.view();
+    let mut applied = reader.subscribe_applied();
+    sm.apply(vec![
+        normal(1, 2, 2_000, vec![create(2, "alice")]),
+        Entry {
+            log_id: log_id(1, 3),
+            payload: EntryPayload::Blank,
+        },
+    ])
+    .await
+    .unwrap();
+    assert_eq!(*applied.borrow_and_update(), 3);
+    assert_eq!(reader.applied_index(), 3);
+    // The older view still sees one session; a new view sees both.
+    assert_eq!(
+        view.scan(Cf::Sessions, &[], None, usize::MAX)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(view.get(Cf::Sessions, &[2; 16]).unwrap().is_none());
+    let now = reader.view();
+    assert_eq!(
+        now.scan(Cf::Sessions, &[], None, usize::MAX).unwrap().len(),
+        2
+    );
+    // Bounded, limited scans.
+    assert_eq!(now.scan(Cf::Sessions, &[], None, 1).unwrap().len(), 1);
+    let upper = [2u8; 16];
+    let first = now.scan(Cf::Sessions, &[], Some(&upper), 10).unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, vec![1u8; 16]);
+    drop(view);
+    drop(now);
+
+    // Applied state and its index survive a reopen.
+    drop(sm);
+    drop(reader);
+    let (_, mut sm, reader) = Store::open(dir.path()).unwrap();
+    assert_eq!(reader.applied_index(), 3);
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 3)));
 }
