@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::Sm;
+use common::{session_state, Sm};
 use sessiond_state::command::{Command, Reply, SessionError, Successor, Target};
 use sessiond_state::query;
 use sessiond_state::record::{CapPolicy, Policy, ReusePolicy};
@@ -103,7 +103,7 @@ fn reuse_after_grace_revokes_or_rejects_by_policy() {
     });
     let (_, t0) = sm.create(T0, "u");
     let (t1, _) = sm.rotate(T0, &t0).unwrap();
-    let before = sm.kv.dump();
+    let before = session_state(&sm.kv);
     let out = sm.one(
         T0 + 2_000,
         Command::ReportReuse {
@@ -115,11 +115,31 @@ fn reuse_after_grace_revokes_or_rejects_by_policy() {
         sm.rotate(T0 + 2_000, &t0).unwrap_err(),
         Err(SessionError::TokenReused)
     );
+    assert_eq!(
+        sm.update(T0 + 2_000, Target::Token(t0.hash()), 0, b"x"),
+        Err(SessionError::TokenReused)
+    );
+    assert_eq!(
+        sm.one(
+            T0 + 2_000,
+            Command::Touch {
+                token_hash: t0.hash()
+            }
+        ),
+        Err(SessionError::TokenReused)
+    );
+    assert_eq!(
+        sm.revoke(T0 + 2_000, Target::Token(t0.hash()), ""),
+        Err(SessionError::TokenReused)
+    );
     assert!(query::by_token(&sm.kv, &t1.hash(), T0 + 2_000)
         .unwrap()
         .is_ok());
-    // Only the clock and the dedup row of the refused rotation changed.
-    assert!(sm.kv.dump().len() >= before.len());
+    assert_eq!(
+        session_state(&sm.kv),
+        before,
+        "under `reject` a reuse writes nothing but the dedup rows"
+    );
 }
 
 #[test]
@@ -400,14 +420,15 @@ fn clock_never_goes_back() {
 fn bad_input_is_refused_without_a_write() {
     let mut sm = Sm::new();
     let (id, t) = sm.create(T0, "u");
-    let before = sm.kv.dump();
-    let (mut c, _, _) = sm.create_cmd(&"x".repeat(300), None);
+    let before = session_state(&sm.kv);
+    let (c, _, _) = sm.create_cmd(&"x".repeat(300), None);
     assert!(matches!(
-        sm.apply(T0, vec![c.clone()]).remove(0),
+        sm.one(T0, c),
         Err(SessionError::InvalidArgument(_))
     ));
-    if let Command::Create { user_id, data, .. } = &mut c {
-        *user_id = "ok".into();
+    // A fresh request id: reusing the first one would only replay the first refusal.
+    let (mut c, _, _) = sm.create_cmd("ok", None);
+    if let Command::Create { data, .. } = &mut c {
         *data = vec![0; 64 * 1024 + 1];
     }
     assert!(matches!(
@@ -416,22 +437,11 @@ fn bad_input_is_refused_without_a_write() {
     ));
     let big = sm.update(T0, Target::Id(id), 0, &vec![0; 64 * 1024 + 1]);
     assert!(matches!(big, Err(SessionError::InvalidArgument(_))));
-    // Only dedup rows (and their expiry rows) were added: no session state changed.
-    let after = sm.kv.dump();
-    let session_rows = |d: &Vec<(sessiond_state::kv::Cf, Vec<u8>, Vec<u8>)>| {
-        d.iter()
-            .filter(|(cf, _, _)| {
-                matches!(
-                    cf,
-                    sessiond_state::kv::Cf::Sessions
-                        | sessiond_state::kv::Cf::Tokens
-                        | sessiond_state::kv::Cf::Users
-                )
-            })
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(session_rows(&before), session_rows(&after));
+    assert_eq!(
+        session_state(&sm.kv),
+        before,
+        "refused input writes nothing but the dedup rows"
+    );
     assert!(query::by_token(&sm.kv, &t.hash(), T0).unwrap().is_ok());
 }
 
@@ -492,4 +502,383 @@ fn revoke_user_keeps_the_excepted_session() {
     );
     assert!(query::by_token(&sm.kv, &tb.hash(), T0).unwrap().is_ok());
     assert!(query::by_token(&sm.kv, &other.hash(), T0).unwrap().is_ok());
+}
+
+#[test]
+fn nothing_recreates_a_revoked_id_or_reuses_a_token() {
+    let mut sm = Sm::new();
+    let (id, t) = sm.create(T0, "u");
+    sm.revoke(T0, Target::Id(id), "").unwrap();
+    let (mut same_id, _, _) = sm.create_cmd("u", None);
+    if let Command::Create { id: i, .. } = &mut same_id {
+        *i = id;
+    }
+    assert!(matches!(
+        sm.one(T0 + 1, same_id),
+        Err(SessionError::InvalidArgument(_))
+    ));
+    let (mut same_token, _, _) = sm.create_cmd("u", None);
+    if let Command::Create { token_hash, .. } = &mut same_token {
+        *token_hash = t.hash();
+    }
+    assert!(matches!(
+        sm.one(T0 + 1, same_token),
+        Err(SessionError::InvalidArgument(_))
+    ));
+    assert_eq!(
+        query::by_id(&sm.kv, &id, T0 + 1).unwrap().map(|_| ()),
+        Err(SessionError::Revoked {
+            reason: "logout".into()
+        })
+    );
+    assert!(query::list_user(&sm.kv, "u", T0 + 1).unwrap().is_empty());
+}
+
+#[test]
+fn the_grace_window_is_half_open() {
+    let mut sm = Sm::with_policy(short_grace());
+    let (_, t0) = sm.create(T0, "u");
+    sm.rotate(T0 + 10, &t0).unwrap();
+    let at = |ms| query::by_token(&sm.kv, &t0.hash(), T0 + 10 + ms).unwrap();
+    assert_eq!(at(999).map(|l| l.superseded), Ok(true));
+    assert_eq!(at(1_000).map(|_| ()), Err(SessionError::TokenReused));
+}
+
+#[test]
+fn a_superseded_token_can_save_and_log_out() {
+    let mut sm = Sm::new();
+    let (id, t0) = sm.create(T0, "u");
+    let (t1, _) = sm.rotate(T0, &t0).unwrap();
+    match sm.update(T0 + 1, Target::Token(t0.hash()), 2, b"tab") {
+        Ok(Reply::Updated { session, .. }) => {
+            assert_eq!((session.version, session.data), (3, b"tab".to_vec()))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        sm.revoke(T0 + 2, Target::Token(t0.hash()), "bye"),
+        Ok(Reply::Revoked {
+            id,
+            already: false,
+            replayed: false
+        })
+    );
+    assert_eq!(
+        query::by_token(&sm.kv, &t1.hash(), T0 + 2)
+            .unwrap()
+            .map(|_| ()),
+        Err(SessionError::Revoked {
+            reason: "bye".into()
+        })
+    );
+}
+
+#[test]
+fn update_replaces_attributes_whole_and_keeps_absent_fields() {
+    let mut sm = Sm::new();
+    let (c, t, _) = sm.create_cmd("u", None);
+    let c = match c {
+        Command::Create {
+            request_id,
+            id,
+            token_hash,
+            sealed_token,
+            user_id,
+            data,
+            idle_timeout_ms,
+            absolute_timeout_ms,
+            ..
+        } => Command::Create {
+            request_id,
+            id,
+            token_hash,
+            sealed_token,
+            user_id,
+            data,
+            attributes: [("device", "phone"), ("ip", "10.0.0.1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            idle_timeout_ms,
+            absolute_timeout_ms,
+        },
+        other => other,
+    };
+    sm.one(T0, c).unwrap();
+    let rid = sm.rid();
+    let out = sm.one(
+        T0 + 1,
+        Command::Update {
+            request_id: rid.key(),
+            target: Target::Token(t.hash()),
+            expected_version: 1,
+            data: None,
+            attributes: Some([("device".to_string(), "laptop".to_string())].into()),
+        },
+    );
+    match out {
+        Ok(Reply::Updated { session, .. }) => {
+            assert_eq!(session.data, b"data".to_vec(), "absent data is kept");
+            assert_eq!(
+                session.attributes,
+                [("device".to_string(), "laptop".to_string())].into(),
+                "attributes are replaced as a whole"
+            );
+            assert_eq!(session.last_active_at, T0 + 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn expired_but_unswept_sessions_can_still_be_revoked() {
+    let mut sm = Sm::new();
+    let (c, t, _) = sm.create_cmd("u", Some(1_000));
+    let id = match sm.one(T0, c) {
+        Ok(Reply::Created { session, .. }) => session.id,
+        other => panic!("{other:?}"),
+    };
+    let (c, t2, _) = sm.create_cmd("u", Some(1_000));
+    sm.one(T0, c).unwrap();
+    let late = T0 + 5_000;
+    assert_eq!(
+        query::by_token(&sm.kv, &t.hash(), late)
+            .unwrap()
+            .map(|_| ()),
+        Err(SessionError::Expired)
+    );
+    assert_eq!(
+        sm.revoke(late, Target::Token(t.hash()), ""),
+        Ok(Reply::Revoked {
+            id,
+            already: false,
+            replayed: false
+        })
+    );
+    // "Log out everywhere" reaches expired-but-unswept sessions too.
+    let rid = sm.rid();
+    match sm.one(
+        late,
+        Command::RevokeUser {
+            request_id: rid.key(),
+            user_id: "u".into(),
+            except: None,
+            reason: String::new(),
+        },
+    ) {
+        Ok(Reply::RevokedUser { ids, .. }) => assert_eq!(ids.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    for t in [&t, &t2] {
+        assert_eq!(
+            query::by_token(&sm.kv, &t.hash(), late)
+                .unwrap()
+                .map(|_| ()),
+            Err(SessionError::Revoked {
+                reason: "logout".into()
+            })
+        );
+    }
+}
+
+#[test]
+fn a_policy_applies_from_the_next_command_and_bad_ones_are_refused() {
+    let mut sm = Sm::new();
+    let small = Policy {
+        max_data_bytes: 4,
+        ..Policy::default()
+    };
+    let (mut c, _, _) = sm.create_cmd("u", None);
+    if let Command::Create { data, .. } = &mut c {
+        *data = vec![0; 5];
+    }
+    let out = sm.apply(
+        T0,
+        vec![
+            Command::Configure {
+                policy: small.clone(),
+            },
+            c,
+        ],
+    );
+    assert_eq!(out[0], Ok(Reply::Configured));
+    assert!(matches!(out[1], Err(SessionError::InvalidArgument(_))));
+    for bad in [
+        Policy {
+            dedup_window_ms: 0,
+            ..small.clone()
+        },
+        Policy {
+            max_sessions_per_user: 0,
+            ..small.clone()
+        },
+        Policy {
+            default_idle_timeout_ms: small.max_idle_timeout_ms + 1,
+            ..small.clone()
+        },
+    ] {
+        assert!(matches!(
+            sm.one(T0, Command::Configure { policy: bad }),
+            Err(SessionError::InvalidArgument(_))
+        ));
+    }
+    assert_eq!(query::policy(&sm.kv).unwrap(), small);
+}
+
+#[test]
+fn lowering_the_cap_evicts_as_many_as_needed() {
+    let mut sm = Sm::new();
+    let a = sm.create(T0, "u").0;
+    let b = sm.create(T0 + 1, "u").0;
+    let c = sm.create(T0 + 2, "u").0;
+    sm.one(
+        T0 + 3,
+        Command::Configure {
+            policy: Policy {
+                max_sessions_per_user: 2,
+                ..Policy::default()
+            },
+        },
+    )
+    .unwrap();
+    let (cmd, _, _) = sm.create_cmd("u", None);
+    let d = match sm.one(T0 + 4, cmd) {
+        Ok(Reply::Created {
+            evicted, session, ..
+        }) => {
+            assert_eq!(evicted, vec![a, b]);
+            session.id
+        }
+        other => panic!("{other:?}"),
+    };
+    let live: Vec<_> = query::list_user(&sm.kv, "u", T0 + 4)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(live, vec![c, d], "oldest first");
+    let feed = query::revocations_from(&sm.kv, 0, 10).unwrap();
+    assert_eq!(
+        feed.iter()
+            .map(|e| (e.id, e.reason.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(a, "evicted"), (b, "evicted")]
+    );
+}
+
+#[test]
+fn the_revocation_feed_is_in_log_order_and_resumable() {
+    let mut sm = Sm::new();
+    let a = sm.create(T0, "u").0;
+    let b = sm.create(T0, "u").0;
+    let c = sm.create(T0, "v").0;
+    let (r1, r2) = (sm.rid(), sm.rid());
+    sm.apply(
+        T0 + 1,
+        vec![
+            Command::Revoke {
+                request_id: r1.key(),
+                target: Target::Id(b),
+                reason: "one".into(),
+            },
+            Command::Revoke {
+                request_id: r2.key(),
+                target: Target::Id(a),
+                reason: "two".into(),
+            },
+        ],
+    );
+    let first_index = sm.index;
+    sm.revoke(T0 + 2, Target::Id(c), "three").unwrap();
+    let feed = query::revocations_from(&sm.kv, 0, 10).unwrap();
+    assert_eq!(
+        feed.iter()
+            .map(|e| (e.index, e.id, e.reason.as_str(), e.revoked_at))
+            .collect::<Vec<_>>(),
+        vec![
+            (first_index, b, "one", T0 + 1),
+            (first_index, a, "two", T0 + 1),
+            (sm.index, c, "three", T0 + 2),
+        ]
+    );
+    let rest = query::revocations_from(&sm.kv, first_index + 1, 10).unwrap();
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![c]);
+    assert_eq!(query::revocations_from(&sm.kv, 0, 1).unwrap().len(), 1);
+}
+
+#[test]
+fn a_request_id_is_fresh_again_after_its_window() {
+    let mut sm = Sm::new();
+    let (id, _) = sm.create(T0, "u");
+    let rid = sm.rid();
+    let save = |expected| Command::Update {
+        request_id: rid.key(),
+        target: Target::Id(id),
+        expected_version: expected,
+        data: Some(b"x".to_vec()),
+        attributes: None,
+    };
+    let version = |o| match o {
+        Ok(Reply::Updated { session, replayed }) => (session.version, replayed),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(version(sm.one(T0, save(0))), (2, false));
+    let window = Policy::default().dedup_window_ms;
+    assert_eq!(version(sm.one(T0 + window - 1, save(0))), (2, true));
+    // Not swept yet, but past its window: the row no longer answers.
+    assert_eq!(version(sm.one(T0 + window, save(0))), (3, false));
+    assert_eq!(version(sm.one(T0 + window + 1, save(0))), (3, true));
+}
+
+#[test]
+fn validity_is_judged_at_state_machine_time_not_the_stamp() {
+    let mut sm = Sm::new();
+    let (c, t, _) = sm.create_cmd("u", Some(1_000));
+    sm.one(T0, c).unwrap();
+    sm.apply(T0 + 5_000, vec![]);
+    // A leader with a slow clock stamps an earlier time: the session is expired anyway.
+    assert_eq!(
+        sm.one(
+            T0,
+            Command::Touch {
+                token_hash: t.hash()
+            }
+        ),
+        Err(SessionError::Expired)
+    );
+    assert_eq!(
+        sm.one(T0, Command::Expire { limit: 10 }),
+        Ok(Reply::Expired {
+            sessions: 1,
+            tombstones: 0,
+            dedup: 0
+        })
+    );
+}
+
+#[test]
+fn the_sweep_limit_counts_rows_of_every_kind() {
+    let mut sm = Sm::new();
+    // Due at the same time: a session's idle deadline, and its create's dedup row.
+    let (c, _, _) = sm.create_cmd("u", Some(Policy::default().dedup_window_ms));
+    sm.one(T0, c).unwrap();
+    let due = T0 + Policy::default().dedup_window_ms;
+    assert_eq!(
+        sm.one(due, Command::Expire { limit: 1 }),
+        Ok(Reply::Expired {
+            sessions: 1,
+            tombstones: 0,
+            dedup: 0
+        })
+    );
+    assert!(query::expiry_due(&sm.kv, due).unwrap());
+    assert_eq!(
+        sm.one(due, Command::Expire { limit: 1 }),
+        Ok(Reply::Expired {
+            sessions: 0,
+            tombstones: 0,
+            dedup: 1
+        })
+    );
+    assert!(!query::expiry_due(&sm.kv, due).unwrap());
 }

@@ -5,7 +5,7 @@
 use sessiond_state::apply::apply_batch;
 use sessiond_state::command::{Batch, Command, Outcome, Reply, Successor, Target};
 use sessiond_state::invariants;
-use sessiond_state::kv::{MemKv, Txn};
+use sessiond_state::kv::{Cf, MemKv, Txn};
 use sessiond_state::record::Policy;
 use sessiond_state::token::{RequestId, SessionId, Token};
 use std::collections::BTreeMap;
@@ -149,4 +149,18 @@ impl Sm {
             },
         )
     }
+}
+
+/// The state without what every command with a request id writes (the clock, dedup rows and
+/// their expiry rows): equal before and after means the command changed nothing else.
+pub fn session_state(kv: &MemKv) -> Vec<(Cf, Vec<u8>, Vec<u8>)> {
+    kv.dump()
+        .into_iter()
+        .filter(|(cf, k, _)| match cf {
+            Cf::Meta => k.as_slice() != b"clock",
+            Cf::Dedup => false,
+            Cf::Expiry => k.first() != Some(&2),
+            _ => true,
+        })
+        .collect()
 }
