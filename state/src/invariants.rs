@@ -166,3 +166,141 @@ fn well_formed(r: &SessionRecord) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::apply_batch;
+    use crate::codec::encode;
+    use crate::command::{Batch, Command, Target};
+    use crate::kv::{MemKv, Txn, WriteSet};
+    use crate::token::{RequestId, Token};
+
+    const T0: u64 = 1_000_000;
+
+    fn apply(kv: &mut MemKv, index: u64, stamp_ms: u64, commands: Vec<Command>) {
+        let mut txn = Txn::new(&*kv);
+        apply_batch(&mut txn, index, &Batch { stamp_ms, commands }).unwrap();
+        let w = txn.into_writes();
+        kv.commit(&w);
+    }
+
+    /// A live session rotated twice, a revoked one, and dedup rows.
+    fn state() -> (MemKv, SessionRecord, Tombstone) {
+        let mut kv = MemKv::new();
+        let rid = |n: u8| RequestId::from_bytes([n; 16]);
+        let tok = |n: u8| Token::from_bytes([n; 32]);
+        let create = |n: u8| Command::Create {
+            request_id: rid(n).key(),
+            id: SessionId([n; 16]),
+            token_hash: tok(n).hash(),
+            sealed_token: rid(n).seal(&tok(n)),
+            user_id: "u".into(),
+            data: vec![],
+            attributes: BTreeMap::new(),
+            idle_timeout_ms: None,
+            absolute_timeout_ms: None,
+        };
+        let rotate = |n: u8, from: u8, to: u8| Command::Rotate {
+            request_id: rid(n).key(),
+            token_hash: tok(from).hash(),
+            new_token_hash: tok(to).hash(),
+            sealed_successor: tok(from).seal(&tok(to)),
+        };
+        apply(&mut kv, 1, T0, vec![create(1), create(2)]);
+        apply(&mut kv, 2, T0 + 60_000, vec![rotate(3, 1, 11)]);
+        apply(&mut kv, 3, T0 + 120_000, vec![rotate(4, 11, 12)]);
+        apply(
+            &mut kv,
+            4,
+            T0 + 120_000,
+            vec![Command::Revoke {
+                request_id: rid(5).key(),
+                target: Target::Id(SessionId([2; 16])),
+                reason: String::new(),
+            }],
+        );
+        assert_eq!(check(&kv).unwrap(), Ok(()));
+        let rec: SessionRecord = crate::tables::session(&kv, &SessionId([1; 16]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.retired.len(), 2);
+        let t = crate::tables::tombstone(&kv, &SessionId([2; 16]))
+            .unwrap()
+            .unwrap();
+        (kv, rec, t)
+    }
+
+    fn damaged(edit: impl FnOnce(&mut WriteSet, &SessionRecord, &Tombstone)) -> String {
+        let (mut kv, rec, t) = state();
+        let mut w = WriteSet::default();
+        edit(&mut w, &rec, &t);
+        kv.commit(&w);
+        check(&kv).unwrap().expect_err("damage must be found")
+    }
+
+    #[test]
+    fn every_kind_of_damage_is_found() {
+        damaged(|w, r, _| w.delete(Cf::Users, keys::user(&r.user_id, &r.id)));
+        damaged(|w, r, _| w.put(Cf::Users, keys::user(&r.user_id, &r.id), vec![0; 8]));
+        damaged(|w, r, _| w.put(Cf::Users, keys::user("v", &r.id), vec![0; 8]));
+        damaged(|w, r, _| {
+            w.delete(
+                Cf::Expiry,
+                keys::expiry(ExpiryKind::Session, r.expires_at(), &r.id.0),
+            )
+        });
+        damaged(|w, r, _| {
+            w.put(
+                Cf::Expiry,
+                keys::expiry(ExpiryKind::Session, r.expires_at() + 1, &r.id.0),
+                vec![],
+            )
+        });
+        damaged(|w, r, _| w.delete(Cf::Tokens, keys::token(&r.retired[0].hash)));
+        damaged(|w, r, _| {
+            let row = TokenRow {
+                id: r.id,
+                generation: 0,
+            };
+            w.put(Cf::Tokens, keys::token(&r.token_hash), encode(&row))
+        });
+        damaged(|w, _, _| {
+            let row = TokenRow {
+                id: SessionId([9; 16]),
+                generation: 0,
+            };
+            w.put(Cf::Tokens, vec![9; 32], encode(&row))
+        });
+        damaged(|w, _, t| w.delete(Cf::Tokens, keys::token(&t.token_hashes[0])));
+        damaged(|w, _, t| w.delete(Cf::Revocations, t.feed_key.clone()));
+        damaged(|w, _, _| w.put(Cf::Revocations, keys::revocation(99, 0), vec![]));
+        damaged(|w, _, t| {
+            w.delete(
+                Cf::Expiry,
+                keys::expiry(ExpiryKind::Tombstone, t.expires_at, &t.id.0),
+            )
+        });
+        damaged(|w, r, _| {
+            let mut t = r.clone();
+            t.id = SessionId([2; 16]);
+            w.put(Cf::Sessions, keys::session(&t.id), encode(&t))
+        });
+        damaged(|w, _, _| {
+            let k = RequestId::from_bytes([1; 16]).key();
+            let due = T0 + crate::record::Policy::default().dedup_window_ms;
+            w.delete(Cf::Expiry, keys::expiry(ExpiryKind::Dedup, due, &k.0))
+        });
+        let broken = |f: fn(&mut SessionRecord)| {
+            damaged(|w, r, _| {
+                let mut r = r.clone();
+                f(&mut r);
+                w.put(Cf::Sessions, keys::session(&r.id), encode(&r))
+            })
+        };
+        broken(|r| r.retired.swap(0, 1));
+        broken(|r| r.retired[0].sealed_successor = r.retired[1].sealed_successor);
+        broken(|r| r.last_rotated_at = None);
+        broken(|r| r.version = 0);
+    }
+}
