@@ -272,9 +272,9 @@ impl ServeArgs {
         if policy.retired_generations < MIN_RETIRED_GENERATIONS {
             bail!("--retired-generations must be at least {MIN_RETIRED_GENERATIONS}");
         }
-        if policy.max_sessions_per_user == 0 {
-            bail!("--max-sessions-per-user must be at least 1");
-        }
+        // The same check the state machine applies to `Configure`: a policy it would refuse
+        // is refused here, at startup, rather than proposed again on every batch.
+        sessiond_state::limits::policy(&policy).map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let heartbeat_ms = pick!(self, file, heartbeat_ms).unwrap_or(100);
         let election_timeout_min_ms = pick!(self, file, election_timeout_min_ms).unwrap_or(400);
@@ -391,6 +391,12 @@ mod tests {
         a.grace_window_ms = Some(5_000);
         assert_eq!(a.resolve().unwrap().policy.rotation_min_interval_ms, 5_000);
         a.retired_generations = Some(3);
+        assert!(a.resolve().is_err());
+        a.retired_generations = None;
+        a.dedup_window_ms = Some(0);
+        assert!(a.resolve().is_err(), "a policy the state machine refuses");
+        a.dedup_window_ms = None;
+        a.max_sessions_per_user = Some(0);
         assert!(a.resolve().is_err());
         a.retired_generations = None;
         a.initial_cluster = Some("2=h:1,3=h:2".into());
