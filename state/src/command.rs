@@ -169,6 +169,47 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// The same reply as a dedup replay hands it back: flagged `replayed` where the reply
+    /// kind carries the flag, unchanged otherwise.
+    pub fn into_replayed(self) -> Reply {
+        match self {
+            Reply::Created {
+                session,
+                sealed_token,
+                evicted,
+                ..
+            } => Reply::Created {
+                session,
+                sealed_token,
+                evicted,
+                replayed: true,
+            },
+            Reply::Rotated {
+                session, successor, ..
+            } => Reply::Rotated {
+                session,
+                successor,
+                replayed: true,
+            },
+            Reply::Updated { session, .. } => Reply::Updated {
+                session,
+                replayed: true,
+            },
+            Reply::Revoked { id, already, .. } => Reply::Revoked {
+                id,
+                already,
+                replayed: true,
+            },
+            Reply::RevokedUser { ids, .. } => Reply::RevokedUser {
+                ids,
+                replayed: true,
+            },
+            other => other,
+        }
+    }
+}
+
 /// Why a command was refused. Every refusal leaves the state unchanged, except that a reused
 /// token under `ReusePolicy::Revoke` revokes its session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -63,38 +63,5 @@ pub(crate) fn remember<R: KvRead + ?Sized>(
 }
 
 fn mark_replayed(outcome: Outcome) -> Outcome {
-    outcome.map(|reply| match reply {
-        Reply::Created {
-            session,
-            sealed_token,
-            evicted,
-            ..
-        } => Reply::Created {
-            session,
-            sealed_token,
-            evicted,
-            replayed: true,
-        },
-        Reply::Rotated {
-            session, successor, ..
-        } => Reply::Rotated {
-            session,
-            successor,
-            replayed: true,
-        },
-        Reply::Updated { session, .. } => Reply::Updated {
-            session,
-            replayed: true,
-        },
-        Reply::Revoked { id, already, .. } => Reply::Revoked {
-            id,
-            already,
-            replayed: true,
-        },
-        Reply::RevokedUser { ids, .. } => Reply::RevokedUser {
-            ids,
-            replayed: true,
-        },
-        other => other,
-    })
+    outcome.map(Reply::into_replayed)
 }

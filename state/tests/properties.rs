@@ -302,40 +302,7 @@ fn request_key(c: &Command) -> Option<RequestKey> {
 
 /// What a replay of `o` must look like: the same answer, flagged as replayed.
 fn replayed(o: &Outcome) -> Outcome {
-    o.clone().map(|r| match r {
-        Reply::Created {
-            session,
-            sealed_token,
-            evicted,
-            ..
-        } => Reply::Created {
-            session,
-            sealed_token,
-            evicted,
-            replayed: true,
-        },
-        Reply::Rotated {
-            session, successor, ..
-        } => Reply::Rotated {
-            session,
-            successor,
-            replayed: true,
-        },
-        Reply::Updated { session, .. } => Reply::Updated {
-            session,
-            replayed: true,
-        },
-        Reply::Revoked { id, already, .. } => Reply::Revoked {
-            id,
-            already,
-            replayed: true,
-        },
-        Reply::RevokedUser { ids, .. } => Reply::RevokedUser {
-            ids,
-            replayed: true,
-        },
-        other => other,
-    })
+    o.clone().map(Reply::into_replayed)
 }
 
 fn rows(kv: &MemKv, cf: Cf) -> Vec<(Vec<u8>, Vec<u8>)> {
