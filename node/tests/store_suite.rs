@@ -185,16 +185,7 @@ async fn install_replaces_every_family_of_a_populated_store() {
     .await
     .unwrap();
     let before = dump(&src_reader);
-    for cf in [
-        Cf::Sessions,
-        Cf::Tokens,
-        Cf::Users,
-        Cf::Expiry,
-        Cf::Tombstones,
-        Cf::Dedup,
-        Cf::Revocations,
-        Cf::Meta,
-    ] {
+    for cf in Cf::ALL {
         assert!(before.iter().any(|(c, _, _)| *c == cf), "{cf:?} is empty");
     }
     let snap = src

@@ -364,6 +364,18 @@ async fn membership(
     Err(last)
 }
 
+/// Make `voters` the complete voter set (members left out are removed).
+async fn set_voters(client: &Client, json_out: bool, voters: Vec<u64>) -> Result<(), Failure> {
+    let req = pb::ChangeMembershipRequest {
+        voters,
+        retain: false,
+    };
+    membership(client, json_out, async |mut c| {
+        c.change_membership(req.clone()).await
+    })
+    .await
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let mut builder = Client::builder(cli.endpoints.clone()).deadline(cli.timeout);
     if let Some(path) = &cli.ca_cert {
@@ -409,14 +421,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if !v.contains(&id) {
                 v.push(id);
             }
-            let req = pb::ChangeMembershipRequest {
-                voters: v,
-                retain: false,
-            };
-            membership(&client, j, async |mut c| {
-                c.change_membership(req.clone()).await
-            })
-            .await
+            set_voters(&client, j, v).await
         }
         Cmd::Member(MemberCmd::Remove { id }) => {
             let v: Vec<u64> = voters(&client)
@@ -424,14 +429,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .into_iter()
                 .filter(|v| *v != id)
                 .collect();
-            let req = pb::ChangeMembershipRequest {
-                voters: v,
-                retain: false,
-            };
-            membership(&client, j, async |mut c| {
-                c.change_membership(req.clone()).await
-            })
-            .await
+            set_voters(&client, j, v).await
         }
         Cmd::Session(cmd) => session_cmd(&client, j, cmd).await,
     }
