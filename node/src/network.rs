@@ -40,13 +40,48 @@ pub enum PeerError {
     Codec(String),
 }
 
+/// What happens to a message on the link between two nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Up,
+    /// Messages are lost: the sender sees a timeout.
+    Down,
+    /// Messages arrive after this extra delay.
+    Delayed(Duration),
+}
+
+/// Decides the fate of messages between nodes. Production nodes have none; the chaos
+/// harness's in-process transport installs one to cut or delay links between nodes that share
+/// a process (and a loopback interface that cannot be partitioned).
+pub trait LinkFilter: Send + Sync + 'static {
+    /// The link carrying messages from `from` to `to`, right now.
+    fn link(&self, from: NodeId, to: NodeId) -> Link;
+}
+
 /// Cached gRPC channels to peers, one per address, shared by every replication stream.
 #[derive(Clone, Default)]
 pub struct Channels {
     inner: Arc<Mutex<HashMap<String, Channel>>>,
+    filter: Option<Arc<dyn LinkFilter>>,
 }
 
 impl Channels {
+    /// Channels whose messages pass through `filter` (see [`LinkFilter`]).
+    pub fn with_filter(filter: Arc<dyn LinkFilter>) -> Self {
+        Channels {
+            inner: Arc::default(),
+            filter: Some(filter),
+        }
+    }
+
+    /// The link from `from` to `to`: always up without a filter.
+    pub fn link(&self, from: NodeId, to: NodeId) -> Link {
+        match &self.filter {
+            Some(f) => f.link(from, to),
+            None => Link::Up,
+        }
+    }
+
     /// The channel to `addr` (`host:port`), created lazily and reused.
     pub fn get(&self, addr: &str) -> Result<Channel, PeerError> {
         let mut map = self
@@ -137,6 +172,17 @@ impl PeerClient {
             Rpc::Snapshot => RPCTypes::InstallSnapshot,
         };
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let started = tokio::time::Instant::now();
+        let timeout = Timeout {
+            action,
+            id: self.self_id,
+            target: self.target,
+            timeout: ttl,
+        };
+        // A lost request or reply looks to the sender like silence until its deadline.
+        if !self.cross(self.self_id, self.target, started, ttl).await {
+            return Err(RPCError::Timeout(timeout.clone()));
+        }
         let channel = self
             .channels
             .get(&self.node.peer_addr)
@@ -158,20 +204,44 @@ impl PeerClient {
             }
         };
         let reply = match tokio::time::timeout(ttl, fut).await {
-            Err(_) => {
-                return Err(RPCError::Timeout(Timeout {
-                    action,
-                    id: self.self_id,
-                    target: self.target,
-                    timeout: ttl,
-                }))
-            }
+            Err(_) => return Err(RPCError::Timeout(timeout)),
             Ok(Err(status)) => return Err(self.status_error(status, action, ttl)),
             Ok(Ok(reply)) => reply.into_inner(),
         };
+        if !self.cross(self.target, self.self_id, started, ttl).await {
+            return Err(RPCError::Timeout(timeout));
+        }
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Carry a message over the link `from → to`: false when it is lost (after waiting out
+    /// what remains of `ttl`, as a real sender would).
+    async fn cross(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        started: tokio::time::Instant,
+        ttl: Duration,
+    ) -> bool {
+        let deadline = started + ttl;
+        match self.channels.link(from, to) {
+            Link::Up => true,
+            Link::Down => {
+                tokio::time::sleep_until(deadline).await;
+                false
+            }
+            Link::Delayed(d) => {
+                if tokio::time::Instant::now() + d >= deadline {
+                    tokio::time::sleep_until(deadline).await;
+                    false
+                } else {
+                    tokio::time::sleep(d).await;
+                    true
+                }
+            }
+        }
     }
 
     fn status_error<E: std::error::Error>(

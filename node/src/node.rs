@@ -8,7 +8,9 @@ use crate::batcher::{BatchLimits, Proposer};
 use crate::config::NodeConfig;
 use crate::freshness::Freshness;
 use crate::metrics::{Metrics, TimingLayer};
-use crate::network::{peer_info, Channels, PeerNetwork, PeerService, MAX_PEER_MESSAGE_BYTES};
+use crate::network::{
+    peer_info, Channels, LinkFilter, PeerNetwork, PeerService, MAX_PEER_MESSAGE_BYTES,
+};
 use crate::observe::Observer;
 use crate::raft_types::{NodeId, NodeInfo, Raft};
 use crate::reads::ReadBarrier;
@@ -39,6 +41,13 @@ pub fn raft_config(cfg: &NodeConfig) -> anyhow::Result<openraft::Config> {
     Ok(config.validate()?)
 }
 
+/// Test hooks a node can be started with; production nodes use the default (none).
+#[derive(Clone, Default)]
+pub struct NodeHooks {
+    /// Cuts or delays traffic to other nodes (the chaos harness's in-process transport).
+    pub link_filter: Option<Arc<dyn LinkFilter>>,
+}
+
 /// A started node.
 pub struct Node {
     pub id: NodeId,
@@ -49,12 +58,20 @@ pub struct Node {
 impl Node {
     /// Open storage, start Raft and every server and background task.
     pub async fn start(cfg: NodeConfig) -> anyhow::Result<Node> {
+        Node::start_with(cfg, NodeHooks::default()).await
+    }
+
+    /// [`Node::start`] with test hooks installed.
+    pub async fn start_with(cfg: NodeConfig, hooks: NodeHooks) -> anyhow::Result<Node> {
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
         let observer: Arc<dyn Observer> = metrics.clone();
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
         let (log, machine, state) = Store::open(&cfg.data_dir)?;
-        let channels = Channels::default();
+        let channels = match hooks.link_filter {
+            Some(f) => Channels::with_filter(f),
+            None => Channels::default(),
+        };
         let freshness = Freshness::new(cfg.stale_read_bound_ms);
         let raft = Raft::new(
             cfg.node_id,

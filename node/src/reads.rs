@@ -91,6 +91,11 @@ impl ReadBarrier {
     /// Wait until this node is confirmed leader and has applied everything committed before
     /// the call; local state may then be read linearizably.
     pub async fn confirm(&self) -> Result<(), ReadError> {
+        // The planted bug the chaos harness must catch: serve "linearizable" reads from local
+        // state without confirming leadership.
+        if cfg!(feature = "planted-stale-reads") {
+            return Ok(());
+        }
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(tx)

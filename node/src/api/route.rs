@@ -120,6 +120,12 @@ impl Router {
                 Err(error::unavailable("leadership is changing", None))
             }
             (Some(id), Some(info)) if !forwarded && !info.client_addr.is_empty() => {
+                if self.channels.link(self.id, id) == crate::network::Link::Down {
+                    return Err(error::unavailable(
+                        "the leader is unreachable from this node",
+                        Some((id, &info)),
+                    ));
+                }
                 let ch = self
                     .channels
                     .get(&info.client_addr)

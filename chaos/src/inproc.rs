@@ -1,0 +1,353 @@
+//! The in-process layer: real sessiond nodes (Raft, RocksDB in their own directories, the
+//! gRPC servers on loopback ports) inside the harness's process, each on its own tokio
+//! runtime, connected through a [`LinkFilter`] the nemesis controls.
+//!
+//! Loopback cannot be partitioned, so the cut happens in the node's peer transport: a message
+//! on a link that is down is lost and its sender waits out its deadline, exactly what a
+//! dropped packet looks like to Raft. Request and reply travel on opposite links, so a
+//! one-way cut also loses the replies of calls made in the other direction (as with TCP).
+//! A crash is the node's runtime shut down at once: every task, connection and timer of the
+//! node vanishes between two instructions, and only what RocksDB synced survives — the
+//! restart reopens the same directory on the same ports. Pausing a process has no in-process
+//! equivalent and is left to the container layer.
+
+use crate::cluster::{Cluster, FaultError, NodeId, NodeSpec};
+use anyhow::Context;
+use clap::Parser;
+use sessiond::network::{Link, LinkFilter};
+use sessiond::node::{Node, NodeHooks};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// The set of links that are down, shared by every node of a cluster.
+#[derive(Default)]
+pub struct Faults {
+    down: RwLock<HashSet<(NodeId, NodeId)>>,
+}
+
+impl Faults {
+    fn set(&self, links: HashSet<(NodeId, NodeId)>) {
+        if let Ok(mut d) = self.down.write() {
+            *d = links;
+        }
+    }
+
+    fn add(&self, from: NodeId, to: NodeId) {
+        if let Ok(mut d) = self.down.write() {
+            d.insert((from, to));
+        }
+    }
+}
+
+impl LinkFilter for Faults {
+    fn link(&self, from: NodeId, to: NodeId) -> Link {
+        match self.down.read() {
+            Ok(d) if d.contains(&(from, to)) => Link::Down,
+            _ => Link::Up,
+        }
+    }
+}
+
+/// How to start an in-process cluster.
+#[derive(Debug, Clone)]
+pub struct InprocOptions {
+    pub nodes: usize,
+    /// Extra `sessiond serve` flags for every node (the session policy, timings).
+    pub flags: Vec<String>,
+    /// Where the nodes' data directories go (one subdirectory per node).
+    pub dir: PathBuf,
+}
+
+struct Member {
+    spec: NodeSpec,
+    metrics_addr: String,
+    data_dir: PathBuf,
+    /// `--initial-cluster` for the founding members; empty for nodes added later.
+    initial: String,
+    running: Option<Running>,
+}
+
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    node: Node,
+}
+
+/// A cluster of in-process nodes.
+pub struct InprocCluster {
+    members: BTreeMap<NodeId, Member>,
+    faults: Arc<Faults>,
+    flags: Vec<String>,
+    dir: PathBuf,
+    next_id: NodeId,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// How long a restarted node may wait for its predecessor's RocksDB lock and ports.
+const RESTART_PATIENCE: Duration = Duration::from_secs(15);
+
+impl InprocCluster {
+    /// Start `opts.nodes` founding members and return once they are running (the leader
+    /// election is the caller's to wait for).
+    pub async fn start(opts: InprocOptions) -> anyhow::Result<InprocCluster> {
+        let mut c = InprocCluster {
+            members: BTreeMap::new(),
+            faults: Arc::default(),
+            flags: opts.flags,
+            dir: opts.dir,
+            next_id: 1,
+        };
+        let mut specs = Vec::new();
+        for _ in 0..opts.nodes {
+            specs.push(c.allocate()?);
+        }
+        let initial = specs
+            .iter()
+            .map(|(s, _)| format!("{}={}", s.id, s.peer_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (spec, metrics_addr) in specs {
+            let id = spec.id;
+            let data_dir = c.dir.join(format!("node{id}"));
+            c.members.insert(
+                id,
+                Member {
+                    spec,
+                    metrics_addr,
+                    data_dir,
+                    initial: initial.clone(),
+                    running: None,
+                },
+            );
+            c.boot(id).await?;
+        }
+        Ok(c)
+    }
+
+    fn allocate(&mut self) -> anyhow::Result<(NodeSpec, String)> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let client = format!("127.0.0.1:{}", free_port()?);
+        let peer = format!("127.0.0.1:{}", free_port()?);
+        let metrics = format!("127.0.0.1:{}", free_port()?);
+        Ok((
+            NodeSpec {
+                id,
+                endpoint: format!("http://{client}"),
+                client_addr: client,
+                peer_addr: peer,
+            },
+            metrics,
+        ))
+    }
+
+    fn config(&self, m: &Member) -> anyhow::Result<sessiond::config::NodeConfig> {
+        let mut args: Vec<String> = vec![
+            "sessiond".into(),
+            "serve".into(),
+            "--node-id".into(),
+            m.spec.id.to_string(),
+            "--data-dir".into(),
+            m.data_dir.display().to_string(),
+            "--client-addr".into(),
+            m.spec.client_addr.clone(),
+            "--peer-addr".into(),
+            m.spec.peer_addr.clone(),
+            "--metrics-addr".into(),
+            m.metrics_addr.clone(),
+        ];
+        if !m.initial.is_empty() {
+            args.push("--initial-cluster".into());
+            args.push(m.initial.clone());
+        }
+        args.extend(self.flags.iter().cloned());
+        let cli = sessiond::config::Cli::try_parse_from(&args).context("node flags")?;
+        match cli.command {
+            sessiond::config::Command::Serve(a) => a.resolve(),
+            sessiond::config::Command::Dev(_) => anyhow::bail!("not a serve command"),
+        }
+    }
+
+    /// Start (or restart) member `id` on its own runtime, retrying while the previous
+    /// incarnation's RocksDB lock and ports are being released.
+    async fn boot(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let m = self.members.get(&id).context("unknown node")?;
+        let cfg = self.config(m)?;
+        let hooks = NodeHooks {
+            link_filter: Some(self.faults.clone() as Arc<dyn LinkFilter>),
+        };
+        let started = Instant::now();
+        let running = loop {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(format!("node{id}"))
+                .enable_all()
+                .build()
+                .context("building a node runtime")?;
+            let attempt = runtime
+                .spawn(Node::start_with(cfg.clone(), hooks.clone()))
+                .await;
+            match attempt {
+                Ok(Ok(node)) => break Running { runtime, node },
+                Ok(Err(e)) if started.elapsed() < RESTART_PATIENCE => {
+                    tracing::debug!(node = id, error = %e, "node start failed; retrying");
+                    runtime.shutdown_background();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Err(e)) => {
+                    runtime.shutdown_background();
+                    return Err(e.context(format!("starting node {id}")));
+                }
+                Err(e) => {
+                    runtime.shutdown_background();
+                    anyhow::bail!("node {id} start task failed: {e}");
+                }
+            }
+        };
+        if let Some(m) = self.members.get_mut(&id) {
+            m.running = Some(running);
+        }
+        Ok(())
+    }
+
+    fn crash(&mut self, id: NodeId) -> Result<(), FaultError> {
+        let m = self
+            .members
+            .get_mut(&id)
+            .ok_or_else(|| FaultError::Failed(format!("no node {id}")))?;
+        if let Some(Running { runtime, node }) = m.running.take() {
+            runtime.shutdown_background();
+            drop(node);
+        }
+        Ok(())
+    }
+}
+
+impl Cluster for InprocCluster {
+    fn nodes(&self) -> Vec<NodeSpec> {
+        self.members.values().map(|m| m.spec.clone()).collect()
+    }
+
+    async fn partition(&mut self, groups: &[Vec<NodeId>]) -> Result<(), FaultError> {
+        let ids: Vec<NodeId> = self.members.keys().copied().collect();
+        let group_of = |n: NodeId| groups.iter().position(|g| g.contains(&n));
+        let mut down = HashSet::new();
+        for &a in &ids {
+            for &b in &ids {
+                if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) {
+                    down.insert((a, b));
+                }
+            }
+        }
+        self.faults.set(down);
+        Ok(())
+    }
+
+    async fn cut_one_way(&mut self, from: NodeId, to: NodeId) -> Result<(), FaultError> {
+        self.faults.add(from, to);
+        Ok(())
+    }
+
+    async fn heal(&mut self) -> Result<(), FaultError> {
+        self.faults.set(HashSet::new());
+        Ok(())
+    }
+
+    async fn kill(&mut self, id: NodeId) -> Result<(), FaultError> {
+        self.crash(id)
+    }
+
+    async fn restart(&mut self, id: NodeId) -> Result<(), FaultError> {
+        let running = self.members.get(&id).map(|m| m.running.is_some());
+        match running {
+            None => Err(FaultError::Failed(format!("no node {id}"))),
+            Some(true) => Ok(()),
+            Some(false) => Ok(self.boot(id).await?),
+        }
+    }
+
+    async fn pause(&mut self, _id: NodeId) -> Result<(), FaultError> {
+        Err(FaultError::Unsupported(
+            "pause a node that shares the process",
+        ))
+    }
+
+    async fn resume(&mut self, _id: NodeId) -> Result<(), FaultError> {
+        Err(FaultError::Unsupported(
+            "resume a node that shares the process",
+        ))
+    }
+
+    async fn start_fresh(&mut self) -> Result<NodeSpec, FaultError> {
+        let (spec, metrics_addr) = self.allocate()?;
+        let id = spec.id;
+        let data_dir = self.dir.join(format!("node{id}"));
+        self.members.insert(
+            id,
+            Member {
+                spec: spec.clone(),
+                metrics_addr,
+                data_dir,
+                initial: String::new(),
+                running: None,
+            },
+        );
+        self.boot(id).await?;
+        Ok(spec)
+    }
+
+    async fn destroy(&mut self, id: NodeId) -> Result<(), FaultError> {
+        self.crash(id)?;
+        if let Some(m) = self.members.remove(&id) {
+            // The lock may still be held for a moment by tasks being dropped; a leftover
+            // directory inside the run's dir is harmless.
+            let _ = std::fs::remove_dir_all(&m.data_dir);
+        }
+        Ok(())
+    }
+
+    async fn collect_logs(&self, dir: &Path) -> anyhow::Result<()> {
+        // In-process nodes log through the harness's own tracing subscriber.
+        std::fs::create_dir_all(dir)?;
+        let summary = self
+            .members
+            .values()
+            .map(|m| {
+                format!(
+                    "node {} client {} peer {} data {} running {}\n",
+                    m.spec.id,
+                    m.spec.client_addr,
+                    m.spec.peer_addr,
+                    m.data_dir.display(),
+                    m.running.is_some()
+                )
+            })
+            .collect::<String>();
+        std::fs::write(dir.join("nodes.txt"), summary)?;
+        Ok(())
+    }
+
+    async fn shutdown(mut self) -> anyhow::Result<()> {
+        let ids: Vec<NodeId> = self.members.keys().copied().collect();
+        for id in ids {
+            let _ = self.crash(id);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for InprocCluster {
+    fn drop(&mut self) {
+        for m in self.members.values_mut() {
+            if let Some(Running { runtime, node }) = m.running.take() {
+                runtime.shutdown_background();
+                drop(node);
+            }
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! The nemesis: a seeded schedule of faults, carried out against any [`Cluster`] while the
+//! workload runs, each fault logged into the history.
+
+use crate::cluster::{Cluster, FaultError, NodeId, NodeSpec};
+use crate::history::{op, Args, Clock, Event, Outcome, Value};
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use sessiond_proto::v1::cluster_client::ClusterClient;
+use sessiond_proto::v1::{
+    AddLearnerRequest, ChangeMembershipRequest, Role, StatusRequest, StatusResponse,
+};
+use std::time::Duration;
+
+/// One kind of fault. Which nodes it hits is decided when it happens (the leader is only
+/// known then), from the schedule's own random stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Split the nodes into two random halves.
+    Partition,
+    /// Cut the leader off from every other node.
+    IsolateLeader,
+    /// Drop messages in one direction between two nodes.
+    OneWay,
+    /// Two halves that both reach one bridge node.
+    Bridge,
+    /// SIGKILL a node and start it again on the same data.
+    KillRestart,
+    /// Freeze a node's process for a while.
+    Pause,
+    /// Restart every node, one after the other.
+    RollingRestart,
+    /// Remove a follower from the membership and add a fresh, empty node.
+    ReplaceMember,
+    /// Remove every network fault.
+    Heal,
+}
+
+impl Fault {
+    const ALL: [Fault; 9] = [
+        Fault::Partition,
+        Fault::IsolateLeader,
+        Fault::OneWay,
+        Fault::Bridge,
+        Fault::KillRestart,
+        Fault::Pause,
+        Fault::RollingRestart,
+        Fault::ReplaceMember,
+        Fault::Heal,
+    ];
+
+    /// Relative frequency in generated schedules.
+    fn weight(self) -> u32 {
+        match self {
+            Fault::Partition | Fault::IsolateLeader | Fault::KillRestart => 4,
+            Fault::OneWay | Fault::Bridge | Fault::Pause | Fault::Heal => 3,
+            Fault::RollingRestart | Fault::ReplaceMember => 1,
+        }
+    }
+}
+
+/// When each fault happens, counted from the start of the workload.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub seed: u64,
+    pub steps: Vec<(Duration, Fault)>,
+}
+
+impl Schedule {
+    /// A schedule over `length`: a fault every 0.4–1.2 s, starting after a calm first
+    /// half-second so sessions exist before trouble starts.
+    pub fn generate(seed: u64, length: Duration) -> Schedule {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let total: u32 = Fault::ALL.iter().map(|f| f.weight()).sum();
+        let mut at = Duration::from_millis(500);
+        let mut steps = Vec::new();
+        while at < length {
+            let mut pick = rng.random_range(0..total);
+            let mut fault = Fault::Heal;
+            for f in Fault::ALL {
+                if pick < f.weight() {
+                    fault = f;
+                    break;
+                }
+                pick -= f.weight();
+            }
+            steps.push((at, fault));
+            at += Duration::from_millis(rng.random_range(400..1200));
+        }
+        Schedule { seed, steps }
+    }
+}
+
+/// The status of every reachable node.
+pub async fn statuses(nodes: &[NodeSpec]) -> Vec<StatusResponse> {
+    let asks = nodes.iter().map(|n| async move {
+        let ch = tonic::transport::Endpoint::from_shared(n.endpoint.clone())
+            .ok()?
+            .connect_timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .ok()?;
+        let mut req = tonic::Request::new(StatusRequest {});
+        req.set_timeout(Duration::from_millis(500));
+        tokio::time::timeout(
+            Duration::from_millis(700),
+            ClusterClient::new(ch).status(req),
+        )
+        .await
+        .ok()?
+        .ok()
+        .map(|r| r.into_inner())
+    });
+    futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The node that reports itself leader with the highest term, if any.
+pub async fn leader(nodes: &[NodeSpec]) -> Option<NodeId> {
+    statuses(nodes)
+        .await
+        .into_iter()
+        .filter(|s| s.role == Role::Leader as i32)
+        .max_by_key(|s| s.term)
+        .map(|s| s.node_id)
+}
+
+/// Wait until a leader exists that every running voter that answers agrees on, and that
+/// leader has applied its log (so final reads see everything committed).
+pub async fn wait_for_leader(nodes: &[NodeSpec], timeout: Duration) -> Option<NodeId> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        let all = statuses(nodes).await;
+        let leaders: Vec<&StatusResponse> = all
+            .iter()
+            .filter(|s| s.role == Role::Leader as i32)
+            .collect();
+        if let [l] = leaders[..] {
+            let agreed = all.iter().all(|s| s.leader_id == l.node_id);
+            if agreed && l.applied_index >= l.last_log_index && l.millis_since_quorum_ack < 1_000 {
+                return Some(l.node_id);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// Carries out a schedule, keeping track of what it broke so it can mend it at the end.
+pub struct Nemesis {
+    rng: StdRng,
+    clock: Clock,
+    /// Nodes killed and not yet restarted.
+    killed: Vec<NodeId>,
+    paused: Vec<NodeId>,
+    pub events: Vec<Event>,
+}
+
+impl Nemesis {
+    pub fn new(seed: u64, clock: Clock) -> Nemesis {
+        Nemesis {
+            rng: StdRng::seed_from_u64(seed ^ 0x6e656d65),
+            clock,
+            killed: Vec::new(),
+            paused: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn log(&mut self, invoke_ns: u64, what: String, result: Result<(), FaultError>) {
+        let (outcome, error) = match result {
+            Ok(()) => (Outcome::Ok, None),
+            Err(e) => (Outcome::Info, Some(e.to_string())),
+        };
+        self.events.push(Event {
+            process: "nemesis".into(),
+            session: None,
+            op: op::NEMESIS.into(),
+            args: Args {
+                nemesis: Some(what),
+                ..Args::default()
+            },
+            result: outcome,
+            value: Value {
+                error,
+                ..Value::default()
+            },
+            invoke_ns,
+            complete_ns: self.clock.now_ns(),
+        });
+    }
+
+    /// Do one fault now.
+    pub async fn apply<C: Cluster>(&mut self, cluster: &mut C, fault: Fault) {
+        let start = self.clock.now_ns();
+        let nodes = cluster.nodes();
+        let mut ids: Vec<NodeId> = nodes.iter().map(|n| n.id).collect();
+        ids.retain(|id| !self.killed.contains(id));
+        if ids.len() < 2 {
+            return;
+        }
+        ids.shuffle(&mut self.rng);
+        match fault {
+            Fault::Partition => {
+                let cut = self.rng.random_range(1..ids.len());
+                let groups = vec![ids[..cut].to_vec(), ids[cut..].to_vec()];
+                let r = cluster.partition(&groups).await;
+                self.log(start, format!("partition {groups:?}"), r);
+            }
+            Fault::IsolateLeader => {
+                let Some(l) = leader(&nodes).await else {
+                    self.log(start, "isolate leader: no leader".into(), Ok(()));
+                    return;
+                };
+                let rest: Vec<NodeId> = ids.iter().copied().filter(|i| *i != l).collect();
+                let r = cluster.partition(&[vec![l], rest.clone()]).await;
+                self.log(start, format!("isolate leader {l} from {rest:?}"), r);
+            }
+            Fault::OneWay => {
+                let (from, to) = (ids[0], ids[1]);
+                let r = cluster.cut_one_way(from, to).await;
+                self.log(start, format!("cut one way {from} -> {to}"), r);
+            }
+            Fault::Bridge => {
+                let bridge = ids[0];
+                let rest = &ids[1..];
+                let half = rest.len().div_ceil(2);
+                let mut a = rest[..half].to_vec();
+                let mut b = rest[half..].to_vec();
+                a.push(bridge);
+                b.push(bridge);
+                // Two overlapping groups: expressed as every cross link cut but the bridge's.
+                let r = match cluster.partition(&[ids.clone()]).await {
+                    Ok(()) => {
+                        let mut r = Ok(());
+                        for &x in &a {
+                            for &y in &b {
+                                if x != bridge && y != bridge {
+                                    r = r.and(cluster.cut_one_way(x, y).await);
+                                    r = r.and(cluster.cut_one_way(y, x).await);
+                                }
+                            }
+                        }
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
+                self.log(start, format!("bridge {a:?} <{bridge}> {b:?}"), r);
+            }
+            Fault::KillRestart => {
+                let victim = ids[0];
+                let r = cluster.kill(victim).await;
+                let ok = r.is_ok();
+                self.log(start, format!("kill {victim}"), r);
+                if ok {
+                    self.killed.push(victim);
+                    let down = Duration::from_millis(self.rng.random_range(200..1500));
+                    tokio::time::sleep(down).await;
+                    let start = self.clock.now_ns();
+                    let r = cluster.restart(victim).await;
+                    if r.is_ok() {
+                        self.killed.retain(|k| *k != victim);
+                    }
+                    self.log(start, format!("restart {victim}"), r);
+                }
+            }
+            Fault::Pause => {
+                let victim = ids[0];
+                let r = cluster.pause(victim).await;
+                if matches!(r, Err(FaultError::Unsupported(_))) {
+                    return;
+                }
+                let ok = r.is_ok();
+                self.log(start, format!("pause {victim}"), r);
+                if ok {
+                    self.paused.push(victim);
+                    let frozen = Duration::from_millis(self.rng.random_range(300..1500));
+                    tokio::time::sleep(frozen).await;
+                    let start = self.clock.now_ns();
+                    let r = cluster.resume(victim).await;
+                    if r.is_ok() {
+                        self.paused.retain(|p| *p != victim);
+                    }
+                    self.log(start, format!("resume {victim}"), r);
+                }
+            }
+            Fault::RollingRestart => {
+                let mut order = ids.clone();
+                order.sort_unstable();
+                for id in order {
+                    let start = self.clock.now_ns();
+                    let r = cluster.kill(id).await;
+                    let r = match r {
+                        Ok(()) => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            cluster.restart(id).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    self.log(start, format!("rolling restart {id}"), r);
+                    // Let the restarted node rejoin before taking the next one down.
+                    let _ = wait_for_leader(&cluster.nodes(), Duration::from_secs(5)).await;
+                }
+            }
+            Fault::ReplaceMember => {
+                let r = self.replace_member(cluster).await;
+                let what = match &r {
+                    Ok(w) => w.clone(),
+                    Err(_) => "replace member".to_string(),
+                };
+                self.log(start, what, r.map(|_| ()));
+            }
+            Fault::Heal => {
+                let r = cluster.heal().await;
+                self.log(start, "heal".into(), r);
+            }
+        }
+    }
+
+    /// Remove a follower and add a fresh node, with the load running: AddLearner (blocking)
+    /// then ChangeMembership, both sent to the leader; the removed node is then destroyed.
+    async fn replace_member<C: Cluster>(&mut self, cluster: &mut C) -> Result<String, FaultError> {
+        let nodes = cluster.nodes();
+        let status = statuses(&nodes).await;
+        let lead = status
+            .iter()
+            .filter(|s| s.role == Role::Leader as i32)
+            .max_by_key(|s| s.term)
+            .ok_or_else(|| FaultError::Failed("no leader to change membership".into()))?;
+        let voters: Vec<NodeId> = lead
+            .members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.id)
+            .collect();
+        let followers: Vec<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|v| *v != lead.node_id && !self.killed.contains(v))
+            .collect();
+        let Some(&gone) = followers.choose(&mut self.rng) else {
+            return Err(FaultError::Failed("no follower to replace".into()));
+        };
+        let leader_spec = nodes
+            .iter()
+            .find(|n| n.id == lead.node_id)
+            .cloned()
+            .ok_or_else(|| FaultError::Failed("leader not among the nodes".into()))?;
+        let fresh = cluster.start_fresh().await?;
+        let ch = tonic::transport::Endpoint::from_shared(leader_spec.endpoint.clone())
+            .map_err(|e| FaultError::Failed(e.to_string()))?
+            .connect_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .map_err(|e| FaultError::Failed(format!("connecting to the leader: {e}")))?;
+        let mut admin = ClusterClient::new(ch);
+        let mut add = tonic::Request::new(AddLearnerRequest {
+            node_id: fresh.id,
+            client_addr: fresh.client_addr.clone(),
+            peer_addr: fresh.peer_addr.clone(),
+            blocking: true,
+        });
+        add.set_timeout(Duration::from_secs(10));
+        admin.add_learner(add).await.map_err(|e| {
+            FaultError::Failed(format!("add learner {}: {}", fresh.id, e.message()))
+        })?;
+        let mut new_voters: Vec<NodeId> = voters.into_iter().filter(|v| *v != gone).collect();
+        new_voters.push(fresh.id);
+        let mut change = tonic::Request::new(ChangeMembershipRequest {
+            voters: new_voters.clone(),
+            retain: false,
+        });
+        change.set_timeout(Duration::from_secs(10));
+        admin
+            .change_membership(change)
+            .await
+            .map_err(|e| FaultError::Failed(format!("change membership: {}", e.message())))?;
+        cluster.destroy(gone).await?;
+        Ok(format!(
+            "replace member {gone} with {} (voters {new_voters:?})",
+            fresh.id
+        ))
+    }
+
+    /// Undo every fault: heal the network, thaw paused nodes, restart killed ones.
+    pub async fn mend<C: Cluster>(&mut self, cluster: &mut C) {
+        let start = self.clock.now_ns();
+        let mut r = cluster.heal().await;
+        for id in std::mem::take(&mut self.paused) {
+            r = r.and(cluster.resume(id).await);
+        }
+        for id in std::mem::take(&mut self.killed) {
+            r = r.and(cluster.restart(id).await);
+        }
+        self.log(start, "heal all".into(), r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_are_reproducible_from_their_seed() {
+        let a = Schedule::generate(42, Duration::from_secs(5));
+        let b = Schedule::generate(42, Duration::from_secs(5));
+        let c = Schedule::generate(43, Duration::from_secs(5));
+        assert_eq!(a.steps, b.steps);
+        assert_ne!(a.steps, c.steps);
+        assert!(a.steps.iter().all(|(t, _)| *t < Duration::from_secs(5)));
+        assert!(a.steps.len() >= 3, "{:?}", a.steps);
+    }
+
+    #[test]
+    fn many_schedules_use_every_fault() {
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..200 {
+            for (_, f) in Schedule::generate(seed, Duration::from_secs(4)).steps {
+                seen.insert(format!("{f:?}"));
+            }
+        }
+        assert_eq!(seen.len(), Fault::ALL.len(), "{seen:?}");
+    }
+}
