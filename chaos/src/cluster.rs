@@ -1,6 +1,6 @@
 //! What the nemesis can do to a cluster, whichever layer runs it: in-process nodes with a
-//! fault-injecting transport ([`crate::inproc`]) or containers with iptables rules
-//! ([`crate::docker`]).
+//! fault-injecting transport ([`crate::inproc`]) today; a layer of containers partitioned
+//! with iptables would implement the same trait.
 
 use std::path::Path;
 

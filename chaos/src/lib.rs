@@ -4,7 +4,7 @@
 //! from the node's own state machine, so a bug shared by both cannot pass unnoticed.
 //!
 //! - [`history`]: the JSONL history format and the run's clock.
-//! - [`cluster`]: the faults a layer offers; [`inproc`] and [`docker`] implement them.
+//! - [`cluster`]: the faults a layer offers; [`inproc`] implements them in-process.
 //! - [`check`]: the checker (linearizability per session and direct invariants).
 //! - [`policy`]: the session policy chaos clusters run with.
 //! - [`browser`]: the workload; [`nemesis`]: the faults; [`run`]: a run of schedules.
@@ -12,7 +12,6 @@
 pub mod browser;
 pub mod check;
 pub mod cluster;
-pub mod docker;
 pub mod history;
 pub mod inproc;
 pub mod nemesis;

@@ -38,9 +38,6 @@ enum Command {
         /// Where failed schedules keep their history, report, logs and seed.
         #[arg(long, default_value = "chaos-out")]
         out: PathBuf,
-        /// Container image for the docker layer.
-        #[arg(long, default_value = "sessiond:dev")]
-        image: String,
         /// Simulated users (each a browser with several tabs).
         #[arg(long, default_value_t = 4)]
         users: usize,
@@ -86,7 +83,6 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             seconds,
             seed,
             out,
-            image,
             users,
             tabs,
         } => {
@@ -95,11 +91,6 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             }
             if !(seconds > 0.0 && seconds <= 600.0) {
                 anyhow::bail!("--seconds must be in (0, 600]");
-            }
-            if layer == Layer::Docker
-                && !sessiond_chaos::docker::DockerCluster::image_present(&image)
-            {
-                anyhow::bail!("image {image} not found: build it with deploy/build-image.sh");
             }
             let seed = seed.unwrap_or_else(rand::random);
             println!("seed {seed}  layer {layer:?}  nodes {nodes}  schedules {schedules}  seconds {seconds}");
@@ -110,7 +101,6 @@ async fn real_main() -> anyhow::Result<ExitCode> {
                 seconds,
                 seed,
                 out,
-                image,
                 browsers: BrowserOptions {
                     users,
                     tabs_per_user: tabs,

@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 pub enum Layer {
     /// Real nodes in this process, with a fault-injecting transport.
     Inproc,
-    /// Real processes in containers, partitioned with iptables.
-    Docker,
 }
 
 /// What to run.
@@ -30,7 +28,6 @@ pub struct RunOptions {
     pub seconds: f64,
     pub seed: u64,
     pub out: PathBuf,
-    pub image: String,
     pub browsers: BrowserOptions,
 }
 
@@ -160,20 +157,6 @@ pub fn node_flags() -> Vec<String> {
     ]
 }
 
-/// The same settings as container environment variables.
-pub fn node_env() -> Vec<(String, String)> {
-    node_flags()
-        .chunks(2)
-        .filter_map(|kv| {
-            let name = kv.first()?.trim_start_matches("--").replace('-', "_");
-            Some((
-                format!("SESSIOND_{}", name.to_uppercase()),
-                kv.get(1)?.clone(),
-            ))
-        })
-        .collect()
-}
-
 /// The policy the checker is told about.
 pub fn run_info(seed: u64) -> RunInfo {
     RunInfo {
@@ -270,25 +253,6 @@ pub async fn inproc_schedule(
     finish(opts, seed, started, driven, cluster).await
 }
 
-/// One schedule on the container layer, in a fresh cluster.
-pub async fn docker_schedule(
-    opts: &RunOptions,
-    schedule: &Schedule,
-) -> anyhow::Result<ScheduleResult> {
-    let seed = schedule.seed;
-    let started = Instant::now();
-    let mut cluster = crate::docker::DockerCluster::start(crate::docker::DockerOptions {
-        nodes: opts.nodes,
-        image: opts.image.clone(),
-        env: node_env(),
-        run_id: format!("sdchaos-{}-{seed:x}", std::process::id()),
-    })
-    .await?;
-    let length = Duration::from_secs_f64(opts.seconds);
-    let driven = drive(&mut cluster, schedule, length, &opts.browsers).await;
-    finish(opts, seed, started, driven, cluster).await
-}
-
 async fn finish<C: Cluster>(
     opts: &RunOptions,
     seed: u64,
@@ -339,7 +303,6 @@ pub async fn run(opts: &RunOptions) -> anyhow::Result<Totals> {
         let schedule = Schedule::generate(seed, Duration::from_secs_f64(opts.seconds));
         let r = match opts.layer {
             Layer::Inproc => inproc_schedule(opts, &schedule).await?,
-            Layer::Docker => docker_schedule(opts, &schedule).await?,
         };
         println!(
             "schedule {:>3} seed {:>20} nodes {} ops {:>5} nemesis {:>2} {} ({:.1}s)",

@@ -15,7 +15,6 @@ fn opts(nodes: usize, out: &std::path::Path) -> RunOptions {
         seconds: 4.0,
         seed: 0,
         out: out.to_path_buf(),
-        image: String::new(),
         browsers: BrowserOptions::default(),
     }
 }

@@ -19,7 +19,6 @@ async fn stale_reads_without_the_leadership_check_are_caught() {
         seconds: 5.0,
         seed: 0,
         out: out.path().to_path_buf(),
-        image: String::new(),
         browsers: BrowserOptions::default(),
     };
     let mut tried = Vec::new();
