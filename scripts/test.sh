@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command: formatting, lints, build, the whole test suite, the planted-bug
+# The project's test command: formatting, lints, build, the whole test suite,
 # and a chaos smoke run of the in-process layer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
