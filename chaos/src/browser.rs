@@ -35,6 +35,10 @@ pub struct BrowserOptions {
     /// Per-attempt timeout and overall deadline of each client call.
     pub request_timeout: Duration,
     pub deadline: Duration,
+    /// How many tabs of each browser talk to one node only, like a web server that only
+    /// knows its local sessiond: they keep asking a node that is cut off or deposed, which
+    /// is where stale reads would show.
+    pub pinned_tabs: usize,
 }
 
 impl Default for BrowserOptions {
@@ -50,6 +54,7 @@ impl Default for BrowserOptions {
             short_session_chance: 0.2,
             request_timeout: Duration::from_millis(700),
             deadline: Duration::from_millis(2500),
+            pinned_tabs: 1,
         }
     }
 }
@@ -145,12 +150,18 @@ impl Recorder {
 }
 
 /// A recorded call in progress.
-struct Call {
-    event: Event,
+pub(crate) struct Call {
+    pub(crate) event: Event,
 }
 
 impl Call {
-    fn new(rec: &Recorder, process: &str, session: Option<&str>, op: &str, args: Args) -> Call {
+    pub(crate) fn new(
+        rec: &Recorder,
+        process: &str,
+        session: Option<&str>,
+        op: &str,
+        args: Args,
+    ) -> Call {
         Call {
             event: Event {
                 process: process.to_string(),
@@ -165,7 +176,7 @@ impl Call {
         }
     }
 
-    fn finish(mut self, rec: &Recorder, result: Outcome, value: Value) {
+    pub(crate) fn finish(mut self, rec: &Recorder, result: Outcome, value: Value) {
         self.event.result = result;
         self.event.value = value;
         self.event.complete_ns = rec.clock.now_ns();
@@ -173,7 +184,7 @@ impl Call {
     }
 }
 
-fn session_value(s: &Session) -> Value {
+pub(crate) fn session_value(s: &Session) -> Value {
     Value {
         generation: Some(s.generation),
         version: Some(s.version),
@@ -185,7 +196,7 @@ fn session_value(s: &Session) -> Value {
 }
 
 /// How an error is recorded: a definite refusal is `fail`, anything else `info`.
-fn error_value(e: &Error) -> (Outcome, Value) {
+pub(crate) fn error_value(e: &Error) -> (Outcome, Value) {
     let fail = |code: &str| {
         (
             Outcome::Fail,
@@ -624,16 +635,21 @@ fn dropped() -> Value {
     }
 }
 
-/// A client for one tab, preferring endpoint `first` (so tabs spread over the nodes).
+/// A client for one tab, preferring endpoint `first` (so tabs spread over the nodes); a
+/// `pinned` tab knows that endpoint only.
 pub fn tab_client(
     endpoints: &[String],
     first: usize,
+    pinned: bool,
     opts: &BrowserOptions,
 ) -> anyhow::Result<Client> {
     let mut eps = endpoints.to_vec();
     if !eps.is_empty() {
         let k = first % eps.len();
         eps.rotate_left(k);
+    }
+    if pinned {
+        eps.truncate(1);
     }
     Ok(Client::builder(eps)
         .connect_timeout(Duration::from_millis(300))
@@ -662,7 +678,10 @@ pub async fn run(
             opts: opts.clone(),
         });
         for t in 0..opts.tabs_per_user {
-            let client = tab_client(endpoints, n, opts)?;
+            // Pinned tabs spread over the nodes by user.
+            let pinned = t + opts.pinned_tabs >= opts.tabs_per_user;
+            let first = if pinned { u } else { n };
+            let client = tab_client(endpoints, first, pinned, opts)?;
             n += 1;
             let process = format!("u{u}.t{t}");
             let tab_seed = seed
@@ -691,7 +710,7 @@ pub async fn final_reads(
         deadline: Duration::from_secs(10),
         ..BrowserOptions::default()
     };
-    let client = tab_client(endpoints, 0, &opts)?;
+    let client = tab_client(endpoints, 0, false, &opts)?;
     for (session, token, user) in known.newest() {
         let args = Args {
             user: Some(user),

@@ -1,7 +1,8 @@
 //! What the nemesis can do to a cluster, whichever layer runs it: in-process nodes with a
-//! fault-injecting transport ([`crate::inproc`]) today; a layer of containers partitioned
-//! with iptables would implement the same trait.
+//! fault-injecting transport ([`crate::inproc`]), or containers partitioned with iptables
+//! ([`crate::docker`]).
 
+use std::collections::HashSet;
 use std::path::Path;
 
 /// A node's id in the cluster.
@@ -74,4 +75,34 @@ pub trait Cluster {
 
     /// Stop everything and free the resources (ports, dirs, containers).
     async fn shutdown(self) -> anyhow::Result<()>;
+}
+
+/// The directed links `(from, to)` a partition into `groups` cuts: every pair of distinct
+/// nodes not in the same group (a node in no group is cut from everyone).
+pub fn links_cut(ids: &[NodeId], groups: &[Vec<NodeId>]) -> HashSet<(NodeId, NodeId)> {
+    let group_of = |n: NodeId| groups.iter().position(|g| g.contains(&n));
+    let mut down = HashSet::new();
+    for &a in ids {
+        for &b in ids {
+            if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) {
+                down.insert((a, b));
+            }
+        }
+    }
+    down
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_cuts_exactly_the_cross_links() {
+        let cut = links_cut(&[1, 2, 3, 4], &[vec![1, 2], vec![3]]);
+        assert!(!cut.contains(&(1, 2)) && !cut.contains(&(2, 1)));
+        assert!(cut.contains(&(1, 3)) && cut.contains(&(3, 2)));
+        // Node 4 is in no group: cut both ways from everyone.
+        assert!(cut.contains(&(4, 3)) && cut.contains(&(1, 4)));
+        assert_eq!(cut.len(), 12 - 2);
+    }
 }

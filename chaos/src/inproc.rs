@@ -11,7 +11,7 @@
 //! restart reopens the same directory on the same ports. Pausing a process has no in-process
 //! equivalent and is left to the container layer.
 
-use crate::cluster::{Cluster, FaultError, NodeId, NodeSpec};
+use crate::cluster::{links_cut, Cluster, FaultError, NodeId, NodeSpec};
 use anyhow::Context;
 use clap::Parser;
 use sessiond::network::{Link, LinkFilter};
@@ -235,16 +235,7 @@ impl Cluster for InprocCluster {
 
     async fn partition(&mut self, groups: &[Vec<NodeId>]) -> Result<(), FaultError> {
         let ids: Vec<NodeId> = self.members.keys().copied().collect();
-        let group_of = |n: NodeId| groups.iter().position(|g| g.contains(&n));
-        let mut down = HashSet::new();
-        for &a in &ids {
-            for &b in &ids {
-                if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) {
-                    down.insert((a, b));
-                }
-            }
-        }
-        self.faults.set(down);
+        self.faults.set(links_cut(&ids, groups));
         Ok(())
     }
 

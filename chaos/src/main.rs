@@ -43,6 +43,9 @@ enum Command {
         users: usize,
         #[arg(long, default_value_t = 3)]
         tabs: usize,
+        /// Image of the container layer (built by deploy/build-image.sh).
+        #[arg(long, default_value = run::DEFAULT_IMAGE)]
+        image: String,
     },
     /// Re-check a history file (JSON lines). Reads run.json beside it when present.
     Check {
@@ -85,6 +88,7 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             out,
             users,
             tabs,
+            image,
         } => {
             if !(3..=5).contains(&nodes) {
                 anyhow::bail!("--nodes must be 3, 4 or 5");
@@ -106,6 +110,7 @@ async fn real_main() -> anyhow::Result<ExitCode> {
                     tabs_per_user: tabs,
                     ..BrowserOptions::default()
                 },
+                image,
             };
             let totals = run::run(&opts).await?;
             println!("\n{}", totals.table());

@@ -4,6 +4,7 @@
 use crate::browser::{self, BrowserOptions, Recorder};
 use crate::check::{self, Budget, Report};
 use crate::cluster::Cluster;
+use crate::docker::{DockerCluster, DockerOptions};
 use crate::history::{self, Clock, Event, Outcome, RunInfo};
 use crate::inproc::{InprocCluster, InprocOptions};
 use crate::nemesis::{self, Nemesis, Schedule};
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 pub enum Layer {
     /// Real nodes in this process, with a fault-injecting transport.
     Inproc,
+    /// Real processes in containers of a locally built image, partitioned with iptables.
+    Docker,
 }
 
 /// What to run.
@@ -29,7 +32,12 @@ pub struct RunOptions {
     pub seed: u64,
     pub out: PathBuf,
     pub browsers: BrowserOptions,
+    /// The image the container layer runs.
+    pub image: String,
 }
+
+/// The image `deploy/build-image.sh` builds by default.
+pub const DEFAULT_IMAGE: &str = "sessiond:dev";
 
 /// The result of one schedule.
 pub struct ScheduleResult {
@@ -253,6 +261,29 @@ pub async fn inproc_schedule(
     finish(opts, seed, started, driven, cluster).await
 }
 
+/// One schedule on the container layer, in a fresh cluster of containers.
+pub async fn docker_schedule(
+    opts: &RunOptions,
+    schedule: &Schedule,
+) -> anyhow::Result<ScheduleResult> {
+    let seed = schedule.seed;
+    let started = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix("sessiond-chaos-")
+        .tempdir()?;
+    let mut cluster = DockerCluster::start(DockerOptions {
+        nodes: opts.nodes,
+        flags: node_flags(),
+        image: opts.image.clone(),
+        dir: dir.path().to_path_buf(),
+        name: format!("sessiond-chaos-{}-{seed}", std::process::id()),
+    })
+    .await?;
+    let length = Duration::from_secs_f64(opts.seconds);
+    let driven = drive(&mut cluster, schedule, length, &opts.browsers).await;
+    finish(opts, seed, started, driven, cluster).await
+}
+
 async fn finish<C: Cluster>(
     opts: &RunOptions,
     seed: u64,
@@ -298,11 +329,15 @@ async fn finish<C: Cluster>(
 pub async fn run(opts: &RunOptions) -> anyhow::Result<Totals> {
     let started = Instant::now();
     let mut totals = Totals::default();
+    if opts.layer == Layer::Docker {
+        crate::docker::preflight(&opts.image).await?;
+    }
     for i in 0..opts.schedules {
         let seed = opts.seed.wrapping_add(i);
         let schedule = Schedule::generate(seed, Duration::from_secs_f64(opts.seconds));
         let r = match opts.layer {
             Layer::Inproc => inproc_schedule(opts, &schedule).await?,
+            Layer::Docker => docker_schedule(opts, &schedule).await?,
         };
         println!(
             "schedule {:>3} seed {:>20} nodes {} ops {:>5} nemesis {:>2} {} ({:.1}s)",

@@ -16,6 +16,7 @@ fn opts(nodes: usize, out: &std::path::Path) -> RunOptions {
         seed: 0,
         out: out.to_path_buf(),
         browsers: BrowserOptions::default(),
+        image: sessiond_chaos::run::DEFAULT_IMAGE.into(),
     }
 }
 
@@ -83,4 +84,33 @@ async fn generated_schedules_pass_on_three_nodes() {
             .expect("schedule runs");
         assert!(r.report.passed(), "seed {seed}: {:#?}", r.report);
     }
+}
+
+/// The planted-bug scenario against correct nodes: the deposed leader must not serve the
+/// read, and the history must pass (the counterpart of `tests/planted.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_refuses_linearizable_reads() {
+    use sessiond_chaos::check::{self, Budget};
+    use sessiond_chaos::inproc::{InprocCluster, InprocOptions};
+    use sessiond_chaos::run::{node_flags, run_info};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = InprocCluster::start(InprocOptions {
+        nodes: 3,
+        flags: node_flags(),
+        dir: dir.path().to_path_buf(),
+    })
+    .await
+    .expect("cluster starts");
+    let r = sessiond_chaos::probe::stale_read(&mut cluster)
+        .await
+        .expect("probe runs");
+    cluster.shutdown().await.expect("shutdown");
+    assert!(!r.stale_read_served, "a deposed leader served a read");
+    let report = check::check(&r.events, &run_info(0), &Budget::default());
+    assert!(report.passed(), "{:?}", report.violations);
+    let final_ok = r
+        .events
+        .iter()
+        .any(|e| e.args.final_read && e.result == Outcome::Ok);
+    assert!(final_ok, "the final read did not succeed: {:#?}", r.events);
 }

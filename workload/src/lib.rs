@@ -121,7 +121,8 @@ pub struct Phase {
 }
 
 impl Phase {
-    /// The standard phases, in the order they run: each op alone, then the web mix.
+    /// The standard phases, in the order they run: each op alone, the web mix, and last the
+    /// logouts (which use up the sessions the earlier phases made).
     pub fn standard() -> Vec<Phase> {
         let single = |name: &str, op| Phase {
             name: name.to_string(),
@@ -132,11 +133,11 @@ impl Phase {
             single("rotate", Op::Rotate),
             single("get", Op::Get),
             single("get_stale", Op::GetStale),
-            single("revoke", Op::Revoke),
             Phase {
                 name: "mixed".into(),
                 mix: Mix::web(),
             },
+            single("revoke", Op::Revoke),
         ]
     }
 }

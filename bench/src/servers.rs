@@ -1,0 +1,255 @@
+//! Starting and stopping the stores on loopback, each in its own temporary directory, and
+//! reading their CPU time from /proc. Every process is killed when its [`Servers`] drops.
+
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// The processes of one store.
+pub struct Servers {
+    /// What clients connect to.
+    pub endpoints: Vec<String>,
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn spawn(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::File::create(log)?;
+    let err = out.try_clone()?;
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))
+}
+
+/// Find `name` on PATH (or take it as a path).
+pub fn which(name: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(name);
+    if p.components().count() > 1 {
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|c| c.is_file())
+    })
+}
+
+impl Servers {
+    /// A 3-node sessiond cluster. Rotation is allowed back to back (the benchmark's workers
+    /// rotate one session repeatedly); every durability and correctness feature stays on.
+    pub fn sessiond(bin: &Path, nodes: usize, extra: &[String]) -> anyhow::Result<Servers> {
+        let dir = tempfile::Builder::new().prefix("bench-sessiond-").tempdir()?;
+        let ports: Vec<(u16, u16, u16)> = (0..nodes)
+            .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p, _))| format!("{}=127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut children = Vec::new();
+        let mut endpoints = Vec::new();
+        for (i, (c, p, m)) in ports.iter().enumerate() {
+            let id = i + 1;
+            let mut args: Vec<String> = [
+                "serve",
+                "--node-id",
+                &id.to_string(),
+                "--data-dir",
+                &dir.path().join(format!("n{id}")).display().to_string(),
+                "--client-addr",
+                &format!("127.0.0.1:{c}"),
+                "--peer-addr",
+                &format!("127.0.0.1:{p}"),
+                "--metrics-addr",
+                &format!("127.0.0.1:{m}"),
+                "--initial-cluster",
+                &initial,
+                "--rotation-min-interval-ms",
+                "0",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra.iter().cloned());
+            let log = dir.path().join(format!("n{id}.log"));
+            children.push(spawn(bin, &args, &log)?);
+            endpoints.push(format!("http://127.0.0.1:{c}"));
+        }
+        Ok(Servers {
+            endpoints,
+            children,
+            _dir: dir,
+        })
+    }
+
+    /// A 3-member etcd cluster (fsync on, as etcd always runs).
+    pub fn etcd(bin: &Path, members: usize) -> anyhow::Result<Servers> {
+        let dir = tempfile::Builder::new().prefix("bench-etcd-").tempdir()?;
+        let ports: Vec<(u16, u16)> = (0..members)
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("e{}=http://127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut children = Vec::new();
+        let mut endpoints = Vec::new();
+        for (i, (c, p)) in ports.iter().enumerate() {
+            let name = format!("e{}", i + 1);
+            let client = format!("http://127.0.0.1:{c}");
+            let peer = format!("http://127.0.0.1:{p}");
+            let args: Vec<String> = [
+                "--name",
+                &name,
+                "--data-dir",
+                &dir.path().join(&name).display().to_string(),
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &initial,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "sessiond-bench",
+                "--logger",
+                "zap",
+                "--log-level",
+                "error",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let log = dir.path().join(format!("{name}.log"));
+            children.push(spawn(bin, &args, &log)?);
+            endpoints.push(client);
+        }
+        Ok(Servers {
+            endpoints,
+            children,
+            _dir: dir,
+        })
+    }
+
+    /// One Redis server with an append-only file synced every second.
+    pub fn redis(bin: &Path) -> anyhow::Result<Servers> {
+        let dir = tempfile::Builder::new().prefix("bench-redis-").tempdir()?;
+        let port = free_port()?;
+        let args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir.path().display().to_string(),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = dir.path().join("redis.log");
+        let child = spawn(bin, &args, &log)?;
+        Ok(Servers {
+            endpoints: vec![format!("redis://127.0.0.1:{port}/")],
+            children: vec![child],
+            _dir: dir,
+        })
+    }
+
+    /// CPU seconds (user + system) the store's processes have used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.children
+            .iter()
+            .filter_map(|c| c.id())
+            .filter_map(|pid| proc_cpu_seconds(pid).ok())
+            .sum()
+    }
+
+    /// Resident memory of the store's processes, bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        self.children
+            .iter()
+            .filter_map(|c| c.id())
+            .filter_map(|pid| {
+                let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+                let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+                Some(pages * 4096)
+            })
+            .sum()
+    }
+
+    /// Whether every process still runs (a crash mid-run invalidates the numbers).
+    pub fn all_running(&mut self) -> bool {
+        self.children
+            .iter_mut()
+            .all(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stop every process and wait for it.
+    pub async fn stop(mut self) {
+        for c in &mut self.children {
+            let _ = c.start_kill();
+        }
+        for c in &mut self.children {
+            let _ = tokio::time::timeout(Duration::from_secs(10), c.wait()).await;
+        }
+    }
+}
+
+/// The clock ticks per second /proc counts in (USER_HZ: 100 on every Linux ABI in use).
+const USER_HZ: f64 = 100.0;
+
+fn proc_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; the fields after it follow its ')'.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    let utime: f64 = f.get(11).context("no utime")?.parse()?;
+    let stime: f64 = f.get(12).context("no stime")?.parse()?;
+    Ok((utime + stime) / USER_HZ)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x > 0);
+        let s = proc_cpu_seconds(std::process::id()).unwrap();
+        assert!(s > 0.0, "{s}");
+    }
+}
