@@ -40,9 +40,10 @@ pub fn draw(results: &[PhaseResult], out: &Path) -> anyhow::Result<()> {
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(450);
     let panels: [(&str, &dyn Fn(&PhaseResult) -> f64); 2] = [
-        ("throughput, operations per second (higher is better)", &|r| {
-            r.ops_per_sec
-        }),
+        (
+            "throughput, operations per second (higher is better)",
+            &|r| r.ops_per_sec,
+        ),
         ("p99 latency, milliseconds (lower is better)", &|r| {
             r.p99_us as f64 / 1000.0
         }),
@@ -85,7 +86,9 @@ pub fn draw(results: &[PhaseResult], out: &Path) -> anyhow::Result<()> {
             chart
                 .draw_series(bars)?
                 .label(store.clone())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled())
+                });
         }
         chart
             .configure_series_labels()

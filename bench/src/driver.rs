@@ -50,7 +50,10 @@ struct Worker {
     backend: Backend,
     rng: StdRng,
     pool: Vec<Handle>,
-    user: String,
+    /// This worker's index and how many sessions it created: each login is a new user, so
+    /// no per-user session cap comes into play.
+    index: usize,
+    created: u64,
     data_bytes: usize,
 }
 
@@ -78,6 +81,11 @@ impl Worker {
         sessiond_workload::session_data(&mut self.rng, self.data_bytes)
     }
 
+    fn next_user(&mut self) -> String {
+        self.created += 1;
+        sessiond_workload::user_id("bench", (self.index as u64) << 32 | self.created)
+    }
+
     fn pick(&mut self) -> Option<usize> {
         (!self.pool.is_empty()).then(|| self.rng.random_range(0..self.pool.len()))
     }
@@ -87,7 +95,8 @@ impl Worker {
         Some(match op {
             Op::Create => {
                 let data = self.data();
-                match self.backend.create(&self.user, &data).await {
+                let user = self.next_user();
+                match self.backend.create(&user, &data).await {
                     Ok(h) => {
                         self.pool.push(h);
                         // In the web mix a login comes with a logout, so the live set stays.
@@ -172,14 +181,16 @@ pub async fn drive(
             backend: backend.clone(),
             rng: StdRng::seed_from_u64(opts.seed.wrapping_add(w as u64)),
             pool: Vec::new(),
-            user: sessiond_workload::user_id("bench", w as u64),
+            index: w,
+            created: 0,
             data_bytes: opts.data_bytes,
         };
         for _ in 0..opts.prefill {
             let data = worker.data();
+            let user = worker.next_user();
             let h = worker
                 .backend
-                .create(&worker.user, &data)
+                .create(&user, &data)
                 .await
                 .with_context(|| format!("{}: prefilling sessions", backend.name()))?;
             worker.pool.push(h);
@@ -188,7 +199,12 @@ pub async fn drive(
     }
     let mut results = Vec::new();
     for phase in phases {
-        if phase.mix.weights.iter().any(|(op, _)| !backend.supports(*op)) {
+        if phase
+            .mix
+            .weights
+            .iter()
+            .any(|(op, _)| !backend.supports(*op))
+        {
             continue;
         }
         let cpu0 = servers.cpu_seconds();

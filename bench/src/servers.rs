@@ -50,7 +50,9 @@ impl Servers {
     /// A 3-node sessiond cluster. Rotation is allowed back to back (the benchmark's workers
     /// rotate one session repeatedly); every durability and correctness feature stays on.
     pub fn sessiond(bin: &Path, nodes: usize, extra: &[String]) -> anyhow::Result<Servers> {
-        let dir = tempfile::Builder::new().prefix("bench-sessiond-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("bench-sessiond-")
+            .tempdir()?;
         let ports: Vec<(u16, u16, u16)> = (0..nodes)
             .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
             .collect::<anyhow::Result<_>>()?;

@@ -202,10 +202,7 @@ impl DockerCluster {
             .with_container_name(m.container_name.clone())
             .with_hostname(m.container_name.clone())
             .with_label("sessiond-chaos", self.opts.name.clone())
-            .with_mount(Mount::bind_mount(
-                m.data_dir.display().to_string(),
-                "/data",
-            ))
+            .with_mount(Mount::bind_mount(m.data_dir.display().to_string(), "/data"))
             .with_env_var("RUST_LOG", "info,openraft=warn")
             .with_cmd(args)
             .with_startup_timeout(Duration::from_secs(60))
@@ -502,7 +499,9 @@ impl Cluster for DockerCluster {
                 if m.state == State::Paused {
                     let _ = c.unpause().await;
                 }
-                c.rm().await.with_context(|| format!("removing {}", m.container_name))?;
+                c.rm()
+                    .await
+                    .with_context(|| format!("removing {}", m.container_name))?;
             }
         }
         Ok(())

@@ -324,9 +324,18 @@ impl Cluster for InprocCluster {
     }
 
     async fn shutdown(mut self) -> anyhow::Result<()> {
-        let ids: Vec<NodeId> = self.members.keys().copied().collect();
-        for id in ids {
-            let _ = self.crash(id);
+        // Unlike a crash, the end of a run stops every node in order and waits for its
+        // runtime, so each RocksDB is closed before the process may exit (RocksDB aborts
+        // when the process exits under an open database's background threads).
+        for m in self.members.values_mut() {
+            if let Some(Running { runtime, node }) = m.running.take() {
+                let stop = runtime.spawn(node.shutdown());
+                let _ = tokio::time::timeout(Duration::from_secs(5), stop).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    runtime.shutdown_timeout(Duration::from_secs(5))
+                })
+                .await;
+            }
         }
         Ok(())
     }

@@ -90,7 +90,10 @@ pub async fn stale_read<C: Cluster>(cluster: &mut C) -> anyhow::Result<ProbeResu
     let new = nemesis::wait_for_leader(&rest, Duration::from_secs(30))
         .await
         .context("the majority elected no leader")?;
-    anyhow::ensure!(new != old, "the isolated node is still the majority's leader");
+    anyhow::ensure!(
+        new != old,
+        "the isolated node is still the majority's leader"
+    );
     let majority = tab_client(
         &rest.iter().map(|n| n.endpoint.clone()).collect::<Vec<_>>(),
         0,

@@ -91,6 +91,7 @@ async fn generated_schedules_pass_on_three_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leader_refuses_linearizable_reads() {
     use sessiond_chaos::check::{self, Budget};
+    use sessiond_chaos::cluster::Cluster;
     use sessiond_chaos::inproc::{InprocCluster, InprocOptions};
     use sessiond_chaos::run::{node_flags, run_info};
     let dir = tempfile::tempdir().expect("temp dir");

@@ -5,6 +5,7 @@
 //! Run with `cargo nextest run -p sessiond-chaos --features planted-stale-reads --test planted`.
 
 use sessiond_chaos::check::{self, Budget, ViolationKind};
+use sessiond_chaos::cluster::Cluster;
 use sessiond_chaos::inproc::{InprocCluster, InprocOptions};
 use sessiond_chaos::probe;
 use sessiond_chaos::run::{node_flags, run_info};

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
 
 /// The Raft settings derived from the node configuration.
 pub fn raft_config(cfg: &NodeConfig) -> anyhow::Result<openraft::Config> {
@@ -100,9 +101,10 @@ impl Node {
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
+            // Nagle's algorithm on accepted sockets would hold small replies back until the
+            // peer's delayed ACK (~40 ms); `Server::tcp_nodelay` only covers `serve()`.
+            let incoming = TcpIncoming::from(peer_listener).with_nodelay(Some(true));
             if let Err(e) = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .add_service(peer)
                 .serve_with_incoming(incoming)
                 .await
@@ -160,9 +162,8 @@ impl Node {
             .with_context(|| format!("binding client address {}", cfg.client_addr))?;
         let timing = TimingLayer(metrics.clone());
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(client_listener);
+            let incoming = TcpIncoming::from(client_listener).with_nodelay(Some(true));
             if let Err(e) = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 .layer(timing)
                 .add_service(
                     SessionsServer::new(sessions)

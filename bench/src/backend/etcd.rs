@@ -105,7 +105,11 @@ impl Etcd {
                 h.revision,
             )])
             .and_then([
-                TxnOp::put(key(&next), record(h.version + 1, "", &h.user, &h.data), opts()),
+                TxnOp::put(
+                    key(&next),
+                    record(h.version + 1, "", &h.user, &h.data),
+                    opts(),
+                ),
                 TxnOp::put(old, record(h.version, &next, &h.user, &h.data), opts()),
             ]);
         let r = self.kv.txn(txn).await?;
@@ -121,7 +125,11 @@ impl Etcd {
     pub async fn update(&mut self, h: &mut Handle, data: &[u8]) -> anyhow::Result<()> {
         let k = key(&h.token);
         let txn = Txn::new()
-            .when([Compare::mod_revision(k.clone(), CompareOp::Equal, h.revision)])
+            .when([Compare::mod_revision(
+                k.clone(),
+                CompareOp::Equal,
+                h.revision,
+            )])
             .and_then([TxnOp::put(
                 k,
                 record(h.version + 1, "", &h.user, data),

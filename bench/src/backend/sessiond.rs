@@ -39,7 +39,9 @@ impl Sessiond {
         } else {
             Consistency::Linearizable
         };
-        self.client.get_session(&h.token, consistency, false).await?;
+        self.client
+            .get_session(&h.token, consistency, false)
+            .await?;
         Ok(())
     }
 
