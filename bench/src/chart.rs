@@ -22,6 +22,9 @@ pub fn load_font(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a panel plots of a result.
+type Metric = &'static dyn Fn(&PhaseResult) -> f64;
+
 /// Draw `results` (one worker count) into a PNG at `out`.
 pub fn draw(results: &[PhaseResult], out: &Path) -> anyhow::Result<()> {
     let mut phases: Vec<String> = Vec::new();
@@ -39,7 +42,7 @@ pub fn draw(results: &[PhaseResult], out: &Path) -> anyhow::Result<()> {
     let root = BitMapBackend::new(out, (1200, 900)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(450);
-    let panels: [(&str, &dyn Fn(&PhaseResult) -> f64); 2] = [
+    let panels: [(&str, Metric); 2] = [
         (
             "throughput, operations per second (higher is better)",
             &|r| r.ops_per_sec,

@@ -170,7 +170,7 @@ async fn start(name: &str, args: &RunArgs) -> anyhow::Result<(Servers, Backend, 
             let servers = Servers::etcd(&bin, 3)?;
             let backend = loop {
                 match backend::etcd::Etcd::connect(&servers.endpoints).await {
-                    Ok(b) => break Backend::Etcd(b),
+                    Ok(b) => break Backend::Etcd(Box::new(b)),
                     Err(e) if Instant::now() > deadline => return Err(e),
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }

@@ -27,7 +27,8 @@ pub struct Handle {
 #[derive(Clone)]
 pub enum Backend {
     Sessiond(sessiond::Sessiond),
-    Etcd(etcd::Etcd),
+    // etcd's clients are large by value; boxed so every variant is a pointer or two.
+    Etcd(Box<etcd::Etcd>),
     Redis(redis::Redis),
 }
 
@@ -43,7 +44,7 @@ impl Backend {
     /// Whether the store has an honest mapping of `op` (only sessiond has bounded-staleness
     /// follower reads).
     pub fn supports(&self, op: Op) -> bool {
-        !(op == Op::GetStale && !matches!(self, Backend::Sessiond(_)))
+        op != Op::GetStale || matches!(self, Backend::Sessiond(_))
     }
 
     pub async fn create(&mut self, user: &str, data: &[u8]) -> anyhow::Result<Handle> {
