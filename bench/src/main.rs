@@ -5,6 +5,7 @@ mod backend;
 mod chart;
 mod driver;
 mod report;
+mod scale;
 mod servers;
 
 use anyhow::Context;
@@ -29,6 +30,23 @@ struct Cli {
 enum Command {
     /// Start each store, run the phases at each worker count, stop it; print the table.
     Run(RunArgs),
+    /// Load a 3-node sessiond cluster with N sessions; measure memory, disk, the restart of
+    /// a node and a fresh node's catch-up by snapshot.
+    Scale {
+        #[arg(long, default_value_t = 1_000_000)]
+        sessions: u64,
+        #[arg(long, default_value_t = 64)]
+        workers: usize,
+        #[arg(long, default_value_t = sessiond_workload::DEFAULT_DATA_BYTES)]
+        data_bytes: usize,
+        /// Upper bound on the whole run, seconds.
+        #[arg(long, default_value_t = 1800)]
+        max_seconds: u64,
+        #[arg(long)]
+        sessiond_bin: Option<PathBuf>,
+        #[arg(long = "sessiond-flag", allow_hyphen_values = true)]
+        sessiond_flags: Vec<String>,
+    },
     /// Draw the chart of a JSON result file.
     Chart {
         json: PathBuf,
@@ -100,6 +118,27 @@ async fn main() -> ExitCode {
 async fn real_main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::Run(args) => run(args).await,
+        Command::Scale {
+            sessions,
+            workers,
+            data_bytes,
+            max_seconds,
+            sessiond_bin,
+            sessiond_flags,
+        } => {
+            let bin = sessiond_bin_or_default(sessiond_bin.as_ref())?;
+            let r = scale::run(
+                &bin,
+                &sessiond_flags,
+                sessions,
+                workers,
+                data_bytes,
+                Duration::from_secs(max_seconds),
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Chart {
             json,
             out,
@@ -126,6 +165,19 @@ fn draw(results: &[PhaseResult], workers: Option<usize>, out: &Path) -> anyhow::
     chart::draw(&these, out)
 }
 
+/// The sessiond binary: as given, or the one next to this binary.
+fn sessiond_bin_or_default(given: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    let bin = match given {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory")?
+            .join("sessiond"),
+    };
+    anyhow::ensure!(bin.is_file(), "no sessiond binary at {}", bin.display());
+    Ok(bin)
+}
+
 fn phases(names: &[String]) -> anyhow::Result<Vec<Phase>> {
     let all = Phase::standard();
     if names.is_empty() {
@@ -147,14 +199,7 @@ async fn start(name: &str, args: &RunArgs) -> anyhow::Result<(Servers, Backend, 
     let deadline = Instant::now() + Duration::from_secs(60);
     match name {
         "sessiond" => {
-            let bin = match &args.sessiond_bin {
-                Some(b) => b.clone(),
-                None => std::env::current_exe()?
-                    .parent()
-                    .context("no directory")?
-                    .join("sessiond"),
-            };
-            anyhow::ensure!(bin.is_file(), "no sessiond binary at {}", bin.display());
+            let bin = sessiond_bin_or_default(args.sessiond_bin.as_ref())?;
             let servers = Servers::sessiond(&bin, 3, &args.sessiond_flags)?;
             let b = backend::sessiond::Sessiond::connect(&servers.endpoints)?;
             let mut backend = Backend::Sessiond(b);

@@ -12,7 +12,15 @@ pub struct Servers {
     /// What clients connect to.
     pub endpoints: Vec<String>,
     children: Vec<Child>,
-    _dir: tempfile::TempDir,
+    /// How each process was started, to start it again.
+    specs: Vec<Spec>,
+    dir: tempfile::TempDir,
+}
+
+struct Spec {
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -63,6 +71,7 @@ impl Servers {
             .collect::<Vec<_>>()
             .join(",");
         let mut children = Vec::new();
+        let mut specs = Vec::new();
         let mut endpoints = Vec::new();
         for (i, (c, p, m)) in ports.iter().enumerate() {
             let id = i + 1;
@@ -89,12 +98,18 @@ impl Servers {
             args.extend(extra.iter().cloned());
             let log = dir.path().join(format!("n{id}.log"));
             children.push(spawn(bin, &args, &log)?);
+            specs.push(Spec {
+                program: bin.to_path_buf(),
+                args,
+                log,
+            });
             endpoints.push(format!("http://127.0.0.1:{c}"));
         }
         Ok(Servers {
             endpoints,
             children,
-            _dir: dir,
+            specs,
+            dir,
         })
     }
 
@@ -150,7 +165,8 @@ impl Servers {
         Ok(Servers {
             endpoints,
             children,
-            _dir: dir,
+            specs: Vec::new(),
+            dir,
         })
     }
 
@@ -182,7 +198,8 @@ impl Servers {
         Ok(Servers {
             endpoints: vec![format!("redis://127.0.0.1:{port}/")],
             children: vec![child],
-            _dir: dir,
+            specs: Vec::new(),
+            dir,
         })
     }
 
@@ -197,15 +214,7 @@ impl Servers {
 
     /// Resident memory of the store's processes, bytes.
     pub fn rss_bytes(&self) -> u64 {
-        self.children
-            .iter()
-            .filter_map(|c| c.id())
-            .filter_map(|pid| {
-                let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-                let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
-                Some(pages * 4096)
-            })
-            .sum()
+        (0..self.children.len()).map(|i| self.rss_of(i)).sum()
     }
 
     /// Whether every process still runs (a crash mid-run invalidates the numbers).
@@ -213,6 +222,88 @@ impl Servers {
         self.children
             .iter_mut()
             .all(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL process `i` and wait for it to be gone (its data stays).
+    pub async fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        let c = self.children.get_mut(i).context("no such process")?;
+        c.start_kill()?;
+        tokio::time::timeout(Duration::from_secs(10), c.wait()).await??;
+        Ok(())
+    }
+
+    /// Start process `i` again with its original arguments.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        let spec = self
+            .specs
+            .get(i)
+            .context("no way to restart this process")?;
+        let child = spawn(&spec.program, &spec.args, &spec.log)?;
+        self.children[i] = child;
+        Ok(())
+    }
+
+    /// Start one more, empty sessiond node (id = count + 1) that is not yet a member;
+    /// returns its endpoint and the client and peer addresses to add it with.
+    pub fn add_sessiond(&mut self, bin: &Path) -> anyhow::Result<(String, String, String)> {
+        let id = self.children.len() + 1;
+        let (c, p, m) = (free_port()?, free_port()?, free_port()?);
+        let args: Vec<String> = [
+            "serve",
+            "--node-id",
+            &id.to_string(),
+            "--data-dir",
+            &self.dir.path().join(format!("n{id}")).display().to_string(),
+            "--client-addr",
+            &format!("127.0.0.1:{c}"),
+            "--peer-addr",
+            &format!("127.0.0.1:{p}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{m}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = self.dir.path().join(format!("n{id}.log"));
+        self.children.push(spawn(bin, &args, &log)?);
+        self.specs.push(Spec {
+            program: bin.to_path_buf(),
+            args,
+            log,
+        });
+        let endpoint = format!("http://127.0.0.1:{c}");
+        self.endpoints.push(endpoint.clone());
+        Ok((endpoint, format!("127.0.0.1:{c}"), format!("127.0.0.1:{p}")))
+    }
+
+    /// Resident memory of process `i`, bytes.
+    pub fn rss_of(&self, i: usize) -> u64 {
+        self.children
+            .get(i)
+            .and_then(|c| c.id())
+            .and_then(|pid| {
+                let s = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+                let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+                Some(pages * 4096)
+            })
+            .unwrap_or(0)
+    }
+
+    /// Bytes on disk under node `i`'s data directory (sessiond layout: `n<i+1>`).
+    pub fn disk_of(&self, i: usize) -> u64 {
+        fn walk(p: &Path) -> u64 {
+            let Ok(rd) = std::fs::read_dir(p) else {
+                return 0;
+            };
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.dir.path().join(format!("n{}", i + 1)))
     }
 
     /// Stop every process and wait for it.

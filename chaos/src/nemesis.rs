@@ -139,7 +139,13 @@ pub async fn wait_for_leader(nodes: &[NodeSpec], timeout: Duration) -> Option<No
             .filter(|s| s.role == Role::Leader as i32)
             .collect();
         if let [l] = leaders[..] {
-            let agreed = all.iter().all(|s| s.leader_id == l.node_id);
+            // Only members must agree: a node whose addition never committed (its
+            // AddLearner reached a leader that was then deposed) follows nobody, correctly.
+            let member = |id: NodeId| l.members.iter().any(|m| m.id == id);
+            let agreed = all
+                .iter()
+                .filter(|s| member(s.node_id))
+                .all(|s| s.leader_id == l.node_id);
             if agreed && l.applied_index >= l.last_log_index && l.millis_since_quorum_ack < 1_000 {
                 return Some(l.node_id);
             }
@@ -364,9 +370,15 @@ impl Nemesis {
             blocking: true,
         });
         add.set_timeout(Duration::from_secs(10));
-        admin.add_learner(add).await.map_err(|e| {
-            FaultError::Failed(format!("add learner {}: {}", fresh.id, e.message()))
-        })?;
+        if let Err(e) = admin.add_learner(add).await {
+            // Never (knowingly) a member: take it away again rather than leave an orphan.
+            let _ = cluster.destroy(fresh.id).await;
+            return Err(FaultError::Failed(format!(
+                "add learner {}: {}",
+                fresh.id,
+                e.message()
+            )));
+        }
         let mut new_voters: Vec<NodeId> = voters.into_iter().filter(|v| *v != gone).collect();
         new_voters.push(fresh.id);
         let mut change = tonic::Request::new(ChangeMembershipRequest {

@@ -208,7 +208,42 @@ pub async fn drive<C: Cluster>(
         .await
         .is_none()
     {
-        anyhow::bail!("no leader within 30 s of healing");
+        let faults: Vec<String> = nem
+            .events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} ({:?}{})",
+                    e.args.nemesis.as_deref().unwrap_or("?"),
+                    e.result,
+                    e.value
+                        .error
+                        .as_deref()
+                        .map(|x| format!(": {x}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        let status: Vec<String> = nemesis::statuses(&nodes)
+            .await
+            .iter()
+            .map(|s| {
+                format!(
+                    "node {} role {} term {} leader {} applied {} last {} members {:?}",
+                    s.node_id,
+                    s.role,
+                    s.term,
+                    s.leader_id,
+                    s.applied_index,
+                    s.last_log_index,
+                    s.members
+                        .iter()
+                        .map(|m| (m.id, m.voter))
+                        .collect::<Vec<_>>()
+                )
+            })
+            .collect();
+        anyhow::bail!("no leader within 30 s of healing; faults: {faults:?}; status: {status:?}");
     }
     let live: Vec<String> = nodes.iter().map(|n| n.endpoint.clone()).collect();
     browser::final_reads(&live, &known, &rec).await?;

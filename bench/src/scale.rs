@@ -1,0 +1,174 @@
+//! Scale numbers for a 3-node sessiond cluster: load N live sessions, then measure memory
+//! and disk per node, how long a killed node takes to serve again after a restart, and how
+//! long a fresh node takes to catch up (by snapshot: one is taken and the log purged first).
+
+use crate::backend::sessiond::Sessiond;
+use crate::servers::Servers;
+use anyhow::Context;
+use serde::Serialize;
+use sessiond_proto::v1::cluster_client::ClusterClient;
+use sessiond_proto::v1::{
+    AddLearnerRequest, Role, StatusRequest, StatusResponse, TriggerSnapshotRequest,
+};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What `scale` measured.
+#[derive(Debug, Serialize)]
+pub struct ScaleReport {
+    pub sessions: u64,
+    pub load_seconds: f64,
+    pub load_ops_per_sec: f64,
+    pub rss_mib_per_node: Vec<f64>,
+    pub disk_mib_per_node: Vec<f64>,
+    pub restart_seconds: f64,
+    pub catch_up_seconds: f64,
+    pub learner_snapshot_index: u64,
+}
+
+async fn status(endpoint: &str) -> anyhow::Result<StatusResponse> {
+    let ch = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await?;
+    let mut req = tonic::Request::new(StatusRequest {});
+    req.set_timeout(Duration::from_secs(2));
+    Ok(ClusterClient::new(ch).status(req).await?.into_inner())
+}
+
+async fn leader(endpoints: &[String]) -> anyhow::Result<(usize, StatusResponse)> {
+    for (i, e) in endpoints.iter().enumerate() {
+        if let Ok(s) = status(e).await {
+            if s.role == Role::Leader as i32 {
+                return Ok((i, s));
+            }
+        }
+    }
+    anyhow::bail!("no leader")
+}
+
+/// Run the scale measurement; `deadline` bounds the whole run.
+pub async fn run(
+    bin: &Path,
+    flags: &[String],
+    sessions: u64,
+    workers: usize,
+    data_bytes: usize,
+    deadline: Duration,
+) -> anyhow::Result<ScaleReport> {
+    let until = Instant::now() + deadline;
+    let mut servers = Servers::sessiond(bin, 3, flags)?;
+    let backend = Sessiond::connect(&servers.endpoints)?;
+    // Wait for a leader.
+    loop {
+        if leader(&servers.endpoints).await.is_ok() {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < until, "no leader");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Load.
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let mut b = backend.clone();
+            let next = next.clone();
+            tokio::spawn(async move {
+                let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(w as u64);
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= sessions || Instant::now() > until {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    let data = sessiond_workload::session_data(&mut rng, data_bytes);
+                    let user = sessiond_workload::user_id("scale", n);
+                    b.create(&user, &data).await.context("loading")?;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(Instant::now() < until, "loading ran out of time");
+
+    // Let every node apply everything, then measure memory and disk.
+    let (li, ls) = leader(&servers.endpoints).await?;
+    for e in &servers.endpoints {
+        loop {
+            match status(e).await {
+                Ok(s) if s.applied_index >= ls.commit_index => break,
+                _ if Instant::now() > until => anyhow::bail!("a node never caught up"),
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let rss_mib_per_node = (0..3).map(|i| mib(servers.rss_of(i))).collect();
+    let disk_mib_per_node = (0..3).map(|i| mib(servers.disk_of(i))).collect();
+
+    // Restart a follower: SIGKILL, start, time until it has applied what was committed.
+    let f = (li + 1) % 3;
+    servers.kill(f).await?;
+    let target = leader(&servers.endpoints).await?.1.commit_index;
+    let restarted = Instant::now();
+    servers.restart(f)?;
+    loop {
+        match status(&servers.endpoints[f]).await {
+            Ok(s) if s.applied_index >= target && s.leader_id != 0 => break,
+            _ if Instant::now() > until => anyhow::bail!("the restarted node never caught up"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let restart_seconds = restarted.elapsed().as_secs_f64();
+
+    // A fresh node: snapshot and purge first, so it can only catch up by snapshot.
+    let (li, _) = leader(&servers.endpoints).await?;
+    let ch = tonic::transport::Endpoint::from_shared(servers.endpoints[li].clone())?
+        .connect()
+        .await?;
+    let mut admin = ClusterClient::new(ch);
+    admin
+        .trigger_snapshot(TriggerSnapshotRequest {})
+        .await
+        .context("snapshot")?;
+    let (endpoint, client_addr, peer_addr) = servers.add_sessiond(bin)?;
+    let caught = Instant::now();
+    let id = servers.endpoints.len() as u64;
+    let mut add = tonic::Request::new(AddLearnerRequest {
+        node_id: id,
+        client_addr,
+        peer_addr,
+        blocking: true,
+    });
+    add.set_timeout(until.saturating_duration_since(Instant::now()));
+    // The new node may need a moment to open its port.
+    loop {
+        match admin
+            .add_learner(tonic::Request::new(add.get_ref().clone()))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if Instant::now() > until => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let catch_up_seconds = caught.elapsed().as_secs_f64();
+    let learner_snapshot_index = status(&endpoint).await?.snapshot_index;
+    servers.stop().await;
+    Ok(ScaleReport {
+        sessions,
+        load_seconds,
+        load_ops_per_sec: sessions as f64 / load_seconds,
+        rss_mib_per_node,
+        disk_mib_per_node,
+        restart_seconds,
+        catch_up_seconds,
+        learner_snapshot_index,
+    })
+}
