@@ -14,6 +14,10 @@ echo "== cargo build"
 # The integration tests start the sessiond binary as separate processes.
 cargo build --workspace --bins
 
+# The container-layer tests and smoke run need the image of the current release binary.
+echo "== container image (release build)"
+deploy/build-image.sh sessiond:dev
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
@@ -37,8 +41,6 @@ echo "== chaos smoke: in-process layer (failures kept in $out)"
 RUST_LOG=off "$bin/sessiond-chaos" run --layer inproc --nodes 3 --schedules 40 --seconds 3 --seed 1000 --out "$out"
 RUST_LOG=off "$bin/sessiond-chaos" run --layer inproc --nodes 5 --schedules 10 --seconds 3 --seed 2000 --out "$out"
 
-echo "== container image (release build)"
-deploy/build-image.sh sessiond:dev
 echo "== chaos smoke: container layer (failures kept in $out)"
 RUST_LOG=off "$bin/sessiond-chaos" run --layer docker --nodes 3 --schedules 5 --seconds 4 --seed 3000 --out "$out"
 RUST_LOG=off "$bin/sessiond-chaos" run --layer docker --nodes 5 --schedules 5 --seconds 4 --seed 4000 --out "$out"
