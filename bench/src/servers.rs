@@ -24,8 +24,7 @@ struct Spec {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
+    sessiond_workload::ports::free().context("no free loopback port")
 }
 
 fn spawn(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {

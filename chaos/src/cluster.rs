@@ -77,6 +77,11 @@ pub trait Cluster {
     async fn shutdown(self) -> anyhow::Result<()>;
 }
 
+/// A free loopback port for a node (see [`sessiond_workload::ports::free`]).
+pub fn free_port() -> anyhow::Result<u16> {
+    sessiond_workload::ports::free().ok_or_else(|| anyhow::anyhow!("no free loopback port"))
+}
+
 /// The directed links `(from, to)` a partition into `groups` cuts: every pair of distinct
 /// nodes not in the same group (a node in no group is cut from everyone).
 pub fn links_cut(ids: &[NodeId], groups: &[Vec<NodeId>]) -> HashSet<(NodeId, NodeId)> {

@@ -15,7 +15,7 @@
 //!   address, so partitions cut nodes from each other and not from the clients. Nodes
 //!   advertise their container names, which resolve inside the network.
 
-use crate::cluster::{links_cut, Cluster, FaultError, NodeId, NodeSpec};
+use crate::cluster::{free_port, links_cut, Cluster, FaultError, NodeId, NodeSpec};
 use anyhow::Context;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -71,11 +71,6 @@ pub struct DockerCluster {
     members: BTreeMap<NodeId, Member>,
     cut: HashSet<(NodeId, NodeId)>,
     next_id: NodeId,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
 }
 
 fn failed(e: impl std::fmt::Display) -> FaultError {

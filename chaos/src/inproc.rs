@@ -11,7 +11,7 @@
 //! restart reopens the same directory on the same ports. Pausing a process has no in-process
 //! equivalent and is left to the container layer.
 
-use crate::cluster::{links_cut, Cluster, FaultError, NodeId, NodeSpec};
+use crate::cluster::{free_port, links_cut, Cluster, FaultError, NodeId, NodeSpec};
 use anyhow::Context;
 use clap::Parser;
 use sessiond::network::{Link, LinkFilter};
@@ -81,11 +81,6 @@ pub struct InprocCluster {
     flags: Vec<String>,
     dir: PathBuf,
     next_id: NodeId,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// How long a restarted node may wait for its predecessor's RocksDB lock and ports.

@@ -47,10 +47,7 @@ pub fn binary() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    sessiond_workload::ports::free().expect("a free loopback port")
 }
 
 /// One node of a test cluster.

@@ -2,7 +2,8 @@
 //! store answers) and `sessiond-bench` (which measures how fast it answers).
 //!
 //! Both drive the same operations in the same proportions with the same session data, so a
-//! benchmark number and a chaos verdict talk about one workload.
+//! benchmark number and a chaos verdict talk about one workload. [`ports`] hands out the
+//! loopback ports every harness starts its clusters on.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -199,5 +200,50 @@ mod tests {
         let d = session_data(&mut rng, DEFAULT_DATA_BYTES);
         assert_eq!(d.len(), 256);
         assert!(d.iter().any(|b| *b != d[0]));
+    }
+}
+
+/// Loopback ports for the clusters the harnesses (tests, chaos, bench) start.
+pub mod ports {
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+
+    /// A loopback port nothing listens on, below the kernel's ephemeral range (32768 and up
+    /// by default): a restarted node reuses its ports, and a port from that range may
+    /// meanwhile have become the local end of some outgoing connection. Ports handed out by
+    /// one process never repeat (until 12 000 have been); each process starts at a random
+    /// offset, so concurrent test processes rarely meet.
+    pub fn free() -> Option<u16> {
+        let _ = NEXT.compare_exchange(
+            0,
+            1 + rand::random::<u16>() % SPAN,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        for _ in 0..SPAN {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+            let port = LOW + n;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn ports_are_distinct_and_below_the_ephemeral_range() {
+            let a: Vec<u16> = (0..50).filter_map(|_| super::free()).collect();
+            assert_eq!(a.len(), 50);
+            let mut b = a.clone();
+            b.sort_unstable();
+            b.dedup();
+            assert_eq!(b.len(), 50, "{a:?}");
+            assert!(a.iter().all(|p| (20_000..32_000).contains(p)), "{a:?}");
+        }
     }
 }
