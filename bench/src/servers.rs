@@ -40,6 +40,23 @@ fn spawn(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
         .with_context(|| format!("starting {}", program.display()))
 }
 
+/// `sessiond serve` on loopback ports `client`, `peer`, `metrics` with data in `data`.
+fn sessiond_args(id: usize, data: &Path, client: u16, peer: u16, metrics: u16) -> Vec<String> {
+    vec![
+        "serve".into(),
+        "--node-id".into(),
+        id.to_string(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--client-addr".into(),
+        format!("127.0.0.1:{client}"),
+        "--peer-addr".into(),
+        format!("127.0.0.1:{peer}"),
+        "--metrics-addr".into(),
+        format!("127.0.0.1:{metrics}"),
+    ]
+}
+
 /// Find `name` on PATH (or take it as a path).
 pub fn which(name: &str) -> Option<PathBuf> {
     let p = PathBuf::from(name);
@@ -74,26 +91,10 @@ impl Servers {
         let mut endpoints = Vec::new();
         for (i, (c, p, m)) in ports.iter().enumerate() {
             let id = i + 1;
-            let mut args: Vec<String> = [
-                "serve",
-                "--node-id",
-                &id.to_string(),
-                "--data-dir",
-                &dir.path().join(format!("n{id}")).display().to_string(),
-                "--client-addr",
-                &format!("127.0.0.1:{c}"),
-                "--peer-addr",
-                &format!("127.0.0.1:{p}"),
-                "--metrics-addr",
-                &format!("127.0.0.1:{m}"),
-                "--initial-cluster",
-                &initial,
-                "--rotation-min-interval-ms",
-                "0",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let data = dir.path().join(format!("n{id}"));
+            let mut args = sessiond_args(id, &data, *c, *p, *m);
+            args.extend(["--initial-cluster".into(), initial.clone()]);
+            args.extend(["--rotation-min-interval-ms".into(), "0".into()]);
             args.extend(extra.iter().cloned());
             let log = dir.path().join(format!("n{id}.log"));
             children.push(spawn(bin, &args, &log)?);
@@ -247,22 +248,7 @@ impl Servers {
     pub fn add_sessiond(&mut self, bin: &Path) -> anyhow::Result<(String, String, String)> {
         let id = self.children.len() + 1;
         let (c, p, m) = (free_port()?, free_port()?, free_port()?);
-        let args: Vec<String> = [
-            "serve",
-            "--node-id",
-            &id.to_string(),
-            "--data-dir",
-            &self.dir.path().join(format!("n{id}")).display().to_string(),
-            "--client-addr",
-            &format!("127.0.0.1:{c}"),
-            "--peer-addr",
-            &format!("127.0.0.1:{p}"),
-            "--metrics-addr",
-            &format!("127.0.0.1:{m}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args = sessiond_args(id, &self.dir.path().join(format!("n{id}")), c, p, m);
         let log = self.dir.path().join(format!("n{id}.log"));
         self.children.push(spawn(bin, &args, &log)?);
         self.specs.push(Spec {

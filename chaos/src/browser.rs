@@ -10,7 +10,7 @@ use crate::history::{error, fingerprint, op, Args, Clock, Event, Outcome, Value}
 use crate::policy;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sessiond_client::{Client, Consistency, Error, NewSession, Session, SessionRef};
+use sessiond_client::{Client, Consistency, Error, NewSession, Session, SessionRef, Validated};
 use sessiond_workload::{Mix, Op};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -192,6 +192,18 @@ pub(crate) fn session_value(s: &Session) -> Value {
         expires_at_ms: Some(s.expires_at_ms),
         absolute_expires_at_ms: Some(s.absolute_expires_at_ms),
         ..Value::default()
+    }
+}
+
+/// How a validation's answer is recorded.
+pub(crate) fn read_value(r: &Result<Validated, Error>) -> (Outcome, Value) {
+    match r {
+        Ok(v) => {
+            let mut val = session_value(&v.session);
+            val.superseded = Some(v.superseded);
+            (Outcome::Ok, val)
+        }
+        Err(e) => error_value(e),
     }
 }
 
@@ -719,20 +731,11 @@ pub async fn final_reads(
             ..Args::default()
         };
         let call = Call::new(rec, "final", Some(&session), op::GET, args);
-        match client
+        let r = client
             .get_session(&token, Consistency::Linearizable, false)
-            .await
-        {
-            Ok(v) => {
-                let mut val = session_value(&v.session);
-                val.superseded = Some(v.superseded);
-                call.finish(rec, Outcome::Ok, val);
-            }
-            Err(e) => {
-                let (o, v) = error_value(&e);
-                call.finish(rec, o, v);
-            }
-        }
+            .await;
+        let (outcome, value) = read_value(&r);
+        call.finish(rec, outcome, value);
     }
     Ok(())
 }

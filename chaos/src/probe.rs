@@ -8,12 +8,14 @@
 //! returns the old version — a read that the checker must reject, because it began after
 //! the update and the rotation had been acknowledged.
 
-use crate::browser::{error_value, session_value, tab_client, BrowserOptions, Call, Recorder};
+use crate::browser::{
+    error_value, read_value, session_value, tab_client, BrowserOptions, Call, Recorder,
+};
 use crate::cluster::{Cluster, NodeSpec};
 use crate::history::{fingerprint, op, Args, Clock, Event, Outcome};
 use crate::nemesis;
 use anyhow::Context;
-use sessiond_client::{Consistency, NewSession, SessionRef};
+use sessiond_client::{Client, Consistency, NewSession, SessionRef};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -162,43 +164,14 @@ pub async fn stale_read<C: Cluster>(cluster: &mut C) -> anyhow::Result<ProbeResu
 
     // Now the tab that only knows the deposed leader reads, linearizably.
     let token = created.token.clone();
-    let call = begin_read(&rec, "probe.pinned", &session, &token, false);
-    let r = stale
-        .get_session(&token, Consistency::Linearizable, false)
-        .await;
-    let stale_read_served = r.is_ok();
-    match r {
-        Ok(v) => {
-            let mut val = session_value(&v.session);
-            val.superseded = Some(v.superseded);
-            call.finish(&rec, Outcome::Ok, val);
-        }
-        Err(e) => {
-            let (o, v) = error_value(&e);
-            call.finish(&rec, o, v);
-        }
-    }
+    let stale_read_served = read(&rec, &stale, "probe.pinned", &session, &token, false).await;
 
     // Heal, and read the newest token back once the cluster agrees on a leader.
     cluster.heal().await?;
     nemesis::wait_for_leader(&nodes, Duration::from_secs(30))
         .await
         .context("no leader after healing")?;
-    let call = begin_read(&rec, "final", &session, &newest, true);
-    match client
-        .get_session(&newest, Consistency::Linearizable, false)
-        .await
-    {
-        Ok(v) => {
-            let mut val = session_value(&v.session);
-            val.superseded = Some(v.superseded);
-            call.finish(&rec, Outcome::Ok, val);
-        }
-        Err(e) => {
-            let (o, v) = error_value(&e);
-            call.finish(&rec, o, v);
-        }
-    }
+    read(&rec, &client, "final", &session, &newest, true).await;
     let mut events = rec.take();
     events.sort_by_key(|e| (e.invoke_ns, e.complete_ns));
     Ok(ProbeResult {
@@ -207,8 +180,16 @@ pub async fn stale_read<C: Cluster>(cluster: &mut C) -> anyhow::Result<ProbeResu
     })
 }
 
-fn begin_read(rec: &Recorder, process: &str, session: &str, token: &str, final_read: bool) -> Call {
-    Call::new(
+/// A recorded linearizable read of `token`; whether the store served it.
+async fn read(
+    rec: &Recorder,
+    client: &Client,
+    process: &str,
+    session: &str,
+    token: &str,
+    final_read: bool,
+) -> bool {
+    let call = Call::new(
         rec,
         process,
         Some(session),
@@ -219,5 +200,12 @@ fn begin_read(rec: &Recorder, process: &str, session: &str, token: &str, final_r
             final_read,
             ..Args::default()
         },
-    )
+    );
+    let r = client
+        .get_session(token, Consistency::Linearizable, false)
+        .await;
+    let served = r.is_ok();
+    let (outcome, value) = read_value(&r);
+    call.finish(rec, outcome, value);
+    served
 }

@@ -280,20 +280,15 @@ pub async fn inproc_schedule(
     opts: &RunOptions,
     schedule: &Schedule,
 ) -> anyhow::Result<ScheduleResult> {
-    let seed = schedule.seed;
     let started = Instant::now();
-    let dir = tempfile::Builder::new()
-        .prefix("sessiond-chaos-")
-        .tempdir()?;
-    let mut cluster = InprocCluster::start(InprocOptions {
+    let dir = run_dir()?;
+    let cluster = InprocCluster::start(InprocOptions {
         nodes: opts.nodes,
         flags: node_flags(),
         dir: dir.path().to_path_buf(),
     })
     .await?;
-    let length = Duration::from_secs_f64(opts.seconds);
-    let driven = drive(&mut cluster, schedule, length, &opts.browsers).await;
-    finish(opts, seed, started, driven, cluster).await
+    drive_and_check(opts, schedule, started, cluster).await
 }
 
 /// One schedule on the container layer, in a fresh cluster of containers.
@@ -301,22 +296,36 @@ pub async fn docker_schedule(
     opts: &RunOptions,
     schedule: &Schedule,
 ) -> anyhow::Result<ScheduleResult> {
-    let seed = schedule.seed;
     let started = Instant::now();
-    let dir = tempfile::Builder::new()
-        .prefix("sessiond-chaos-")
-        .tempdir()?;
-    let mut cluster = DockerCluster::start(DockerOptions {
+    let dir = run_dir()?;
+    let cluster = DockerCluster::start(DockerOptions {
         nodes: opts.nodes,
         flags: node_flags(),
         image: opts.image.clone(),
         dir: dir.path().to_path_buf(),
-        name: format!("sessiond-chaos-{}-{seed}", std::process::id()),
+        name: format!("sessiond-chaos-{}-{}", std::process::id(), schedule.seed),
     })
     .await?;
+    drive_and_check(opts, schedule, started, cluster).await
+}
+
+/// The directory a schedule's nodes keep their data in (removed when dropped).
+fn run_dir() -> anyhow::Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix("sessiond-chaos-")
+        .tempdir()?)
+}
+
+/// Drive `schedule` against a started cluster, then check, keep what fails, shut down.
+async fn drive_and_check<C: Cluster>(
+    opts: &RunOptions,
+    schedule: &Schedule,
+    started: Instant,
+    mut cluster: C,
+) -> anyhow::Result<ScheduleResult> {
     let length = Duration::from_secs_f64(opts.seconds);
     let driven = drive(&mut cluster, schedule, length, &opts.browsers).await;
-    finish(opts, seed, started, driven, cluster).await
+    finish(opts, schedule.seed, started, driven, cluster).await
 }
 
 async fn finish<C: Cluster>(
