@@ -300,7 +300,7 @@ impl Client {
             .map(|d| d.leader_addr.as_str())
             .filter(|a| !a.is_empty())
         {
-            if let Some(l) = self.inner.nodes.iter().position(|n| n.addr == addr) {
+            if let Some(l) = self.node_at(addr) {
                 if let Ok(mut leader) = self.inner.leader.lock() {
                     *leader = Some(l);
                 }
@@ -311,6 +311,33 @@ impl Client {
             // No answer from sessiond itself: the node is unreachable.
             self.mark_down(i);
         }
+    }
+
+    /// A node that forwarded the call to the leader names it in the answer's metadata;
+    /// remember it, so the next leader-only call skips the extra hop.
+    fn learn_leader(&self, metadata: &tonic::metadata::MetadataMap) {
+        let Some(addr) = metadata
+            .get(sessiond_proto::LEADER_KEY)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return;
+        };
+        if let Some(l) = self.node_at(addr) {
+            if let Ok(mut leader) = self.inner.leader.lock() {
+                *leader = Some(l);
+            }
+        }
+    }
+
+    /// The endpoint a node's advertised client address names. Endpoints may carry a scheme
+    /// (`http://host:port`); advertised addresses do not.
+    fn node_at(&self, advertised: &str) -> Option<usize> {
+        let bare = |a: &str| {
+            let a = a.split_once("://").map_or(a, |(_, rest)| rest);
+            a.trim_end_matches('/').to_string()
+        };
+        let want = bare(advertised);
+        self.inner.nodes.iter().position(|n| bare(&n.addr) == want)
     }
 
     /// Skip endpoint `i` for a while (and forget it as leader), so the next attempt of a
@@ -342,7 +369,10 @@ impl Client {
             let i = self.pick(prefer_leader);
             let client = SessionsClient::new(self.inner.nodes[i].channel.clone());
             let last = match tokio::time::timeout(cfg.request_timeout, f(client)).await {
-                Ok(Ok(r)) => return Ok(r.into_inner()),
+                Ok(Ok(r)) => {
+                    self.learn_leader(r.metadata());
+                    return Ok(r.into_inner());
+                }
                 Ok(Err(status)) => {
                     self.learn(i, &status);
                     let e = Error::from(status);
@@ -584,6 +614,32 @@ mod tests {
             .build()
             .expect("TLS endpoints build");
         assert_eq!(c.endpoints(), vec!["127.0.0.1:7001", "https://node2:7001"]);
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_answer_teaches_the_leader_whatever_the_scheme() {
+        let c = Client::builder(["http://127.0.0.1:7001", "127.0.0.1:7002", "http://n3:7003/"])
+            .build()
+            .unwrap();
+        assert_eq!(c.node_at("127.0.0.1:7001"), Some(0));
+        assert_eq!(c.node_at("http://127.0.0.1:7002"), Some(1));
+        assert_eq!(c.node_at("n3:7003"), Some(2));
+        assert_eq!(c.node_at("127.0.0.1:7009"), None);
+
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert(sessiond_proto::LEADER_KEY, "n3:7003".parse().unwrap());
+        c.learn_leader(&md);
+        assert!(
+            (0..10).all(|_| c.pick(true) == 2),
+            "leader-only calls go to n3"
+        );
+        // Calls that need no leader still spread over every node.
+        let picked: std::collections::BTreeSet<_> = (0..10).map(|_| c.pick(false)).collect();
+        assert_eq!(picked.len(), 3);
+
+        // An answer without the entry (served by the node asked) changes nothing.
+        c.learn_leader(&tonic::metadata::MetadataMap::new());
+        assert_eq!(c.pick(true), 2);
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! Precedence: flag, then environment variable, then the TOML file given by `--config`, then
 //! the built-in default. The TOML file uses the long flag names with `_` for `-`.
 
+use crate::store::Tuning;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
@@ -145,6 +146,16 @@ pub struct ServeArgs {
     /// leader (default: the maximum election timeout); later they go to the leader.
     #[arg(long, env = "SESSIOND_STALE_READ_BOUND_MS")]
     pub stale_read_bound_ms: Option<u64>,
+    /// Memtable size of each RocksDB column family, MiB (default 16).
+    #[arg(long, env = "SESSIOND_WRITE_BUFFER_MIB")]
+    pub write_buffer_mib: Option<usize>,
+    /// RocksDB block cache shared by every column family, MiB (default 128).
+    #[arg(long, env = "SESSIOND_BLOCK_CACHE_MIB")]
+    pub block_cache_mib: Option<usize>,
+    /// Threads that serve requests (default: one per core). Lower it when several nodes
+    /// share a machine's cores.
+    #[arg(long, env = "SESSIOND_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 /// The TOML file: the same names as the flags, with `_`.
@@ -180,6 +191,9 @@ struct FileConfig {
     max_inflight_batches: Option<usize>,
     request_timeout_ms: Option<u64>,
     stale_read_bound_ms: Option<u64>,
+    write_buffer_mib: Option<usize>,
+    block_cache_mib: Option<usize>,
+    worker_threads: Option<usize>,
 }
 
 /// Resolved configuration of one node.
@@ -207,6 +221,9 @@ pub struct NodeConfig {
     pub max_inflight_batches: usize,
     pub request_timeout_ms: u64,
     pub stale_read_bound_ms: u64,
+    pub store: Tuning,
+    /// None: one per core.
+    pub worker_threads: Option<usize>,
 }
 
 macro_rules! pick {
@@ -292,6 +309,20 @@ impl ServeArgs {
             bail!("--max-batch and --max-inflight-batches must be at least 1");
         }
 
+        let defaults = Tuning::default();
+        let store = Tuning {
+            write_buffer_mib: pick!(self, file, write_buffer_mib)
+                .unwrap_or(defaults.write_buffer_mib),
+            block_cache_mib: pick!(self, file, block_cache_mib).unwrap_or(defaults.block_cache_mib),
+        };
+        if store.write_buffer_mib == 0 || store.block_cache_mib == 0 {
+            bail!("--write-buffer-mib and --block-cache-mib must be at least 1");
+        }
+        let worker_threads = pick!(self, file, worker_threads);
+        if worker_threads == Some(0) {
+            bail!("--worker-threads must be at least 1");
+        }
+
         Ok(NodeConfig {
             node_id,
             data_dir,
@@ -320,6 +351,8 @@ impl ServeArgs {
                 .max(1),
             stale_read_bound_ms: pick!(self, file, stale_read_bound_ms)
                 .unwrap_or(election_timeout_max_ms),
+            store,
+            worker_threads,
         })
     }
 }

@@ -16,21 +16,32 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
             let cfg = args.resolve()?;
             init_tracing(cfg.log_format);
-            let node = sessiond::node::Node::start(cfg).await?;
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            node.shutdown().await;
-            Ok(())
+            runtime(cfg.worker_threads)?.block_on(async {
+                let node = sessiond::node::Node::start(cfg).await?;
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                node.shutdown().await;
+                Ok(())
+            })
         }
-        Command::Dev(args) => sessiond::dev::run(args).await,
+        Command::Dev(args) => runtime(None)?.block_on(sessiond::dev::run(args)),
     }
+}
+
+/// The multi-threaded runtime, with `workers` threads (default: one per core).
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    Ok(b.build()?)
 }
 
 async fn shutdown_signal() {

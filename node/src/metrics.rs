@@ -34,6 +34,7 @@ pub struct Metrics {
     replication_lag: IntGaugeVec,
     is_leader: IntGauge,
     rows: IntGaugeVec,
+    table_bytes: IntGaugeVec,
 }
 
 fn outcome_label(o: &Outcome) -> &'static str {
@@ -124,7 +125,15 @@ impl Metrics {
         registry.register(Box::new(raft.clone()))?;
         registry.register(Box::new(replication_lag.clone()))?;
         registry.register(Box::new(is_leader.clone()))?;
+        let table_bytes = IntGaugeVec::new(
+            Opts::new(
+                "table_bytes",
+                "Bytes per RocksDB column family (live SST files plus memtables)",
+            ),
+            &["table"],
+        )?;
         registry.register(Box::new(rows.clone()))?;
+        registry.register(Box::new(table_bytes.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -140,6 +149,7 @@ impl Metrics {
             replication_lag,
             is_leader,
             rows,
+            table_bytes,
         })
     }
 
@@ -181,6 +191,13 @@ impl Metrics {
             if let Some(n) = state.estimate_keys(cf) {
                 self.rows
                     .with_label_values(&[table])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        for name in StateReader::family_names() {
+            if let Some(n) = state.family_bytes(name) {
+                self.table_bytes
+                    .with_label_values(&[name])
                     .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }

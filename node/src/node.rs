@@ -68,7 +68,7 @@ impl Node {
         let observer: Arc<dyn Observer> = metrics.clone();
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-        let (log, machine, state) = Store::open(&cfg.data_dir)?;
+        let (log, machine, state) = Store::open_tuned(&cfg.data_dir, cfg.store)?;
         let channels = match hooks.link_filter {
             Some(f) => Channels::with_filter(f),
             None => Channels::default(),

@@ -15,3 +15,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sess
 
 /// Name of the binary gRPC metadata entry that carries an encoded [`v1::ErrorDetail`].
 pub const ERROR_DETAIL_KEY: &str = "sessiond-error-bin";
+
+/// Name of the response metadata entry by which a node that forwarded a call to the leader
+/// names the leader's client address, so that clients send the next leader-only call there.
+pub const LEADER_KEY: &str = "sessiond-leader";

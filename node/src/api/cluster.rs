@@ -130,7 +130,7 @@ impl Cluster for ClusterService {
                 "node_id (> 0), client_addr and peer_addr are required",
             ));
         }
-        if let Route::Forward(ch) = self.router.route(forwarded)? {
+        if let Route::Forward(ch, _) = self.router.route(forwarded)? {
             return cluster_client(ch)
                 .add_learner(self.router.request(req))
                 .await;
@@ -159,7 +159,7 @@ impl Cluster for ClusterService {
                 "voters must be a non-empty set of node ids > 0",
             ));
         }
-        if let Route::Forward(ch) = self.router.route(forwarded)? {
+        if let Route::Forward(ch, _) = self.router.route(forwarded)? {
             return cluster_client(ch)
                 .change_membership(self.router.request(req))
                 .await;

@@ -15,6 +15,20 @@ use tonic::{Request, Status};
 /// Metadata key set on forwarded calls.
 pub const FORWARDED_KEY: &str = "sessiond-forwarded";
 
+/// Name the leader on a forwarded answer (see [`sessiond_proto::LEADER_KEY`]): a client that
+/// learns it sends the next leader-only call there instead of paying for the extra hop.
+pub fn with_leader_hint<T>(
+    answer: Result<tonic::Response<T>, Status>,
+    leader_addr: &str,
+) -> Result<tonic::Response<T>, Status> {
+    answer.map(|mut r| {
+        if let Ok(v) = tonic::metadata::MetadataValue::try_from(leader_addr) {
+            r.metadata_mut().insert(sessiond_proto::LEADER_KEY, v);
+        }
+        r
+    })
+}
+
 /// Largest client message (session data is at most 64 KiB by default; lists can be larger).
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -22,8 +36,8 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub enum Route {
     /// This node leads: serve it here.
     Local,
-    /// Forward to the leader over this channel.
-    Forward(Channel),
+    /// Forward to the leader (at this advertised client address) over this channel.
+    Forward(Channel, String),
 }
 
 /// A leader-side failure that may still be cured by forwarding.
@@ -130,7 +144,7 @@ impl Router {
                     .channels
                     .get(&info.client_addr)
                     .map_err(|e| error::unavailable(e.to_string(), Some((id, &info))))?;
-                Ok(Route::Forward(ch))
+                Ok(Route::Forward(ch, info.client_addr))
             }
             (id, info) => Err(error::not_leader(id, info.as_ref())),
         }

@@ -4,7 +4,7 @@
 
 use super::convert;
 use super::error;
-use super::route::{is_forwarded, sessions_client, Failure, Route, Router};
+use super::route::{is_forwarded, sessions_client, with_leader_hint, Failure, Route, Router};
 use crate::batcher::{Proposer, POLICY_KEY};
 use crate::clock::wall_ms;
 use crate::observe::Observer;
@@ -44,10 +44,13 @@ pub struct SessionsService {
 macro_rules! leader_only {
     ($self:ident, $forwarded:expr, $req:ident, $method:ident, $local:expr) => {{
         match $self.router.route($forwarded)? {
-            Route::Forward(ch) => {
-                return sessions_client(ch)
-                    .$method($self.router.request($req))
-                    .await
+            Route::Forward(ch, leader) => {
+                return with_leader_hint(
+                    sessions_client(ch)
+                        .$method($self.router.request($req))
+                        .await,
+                    &leader,
+                )
             }
             Route::Local => {}
         }
@@ -57,11 +60,12 @@ macro_rules! leader_only {
             Err(Failure::Status(s)) => Err(s),
             Err(Failure::NotLeader { leader_id, leader }) => {
                 match $self.router.forward_to($forwarded, leader_id, leader)? {
-                    Route::Forward(ch) => {
+                    Route::Forward(ch, leader) => with_leader_hint(
                         sessions_client(ch)
                             .$method($self.router.request($req))
-                            .await
-                    }
+                            .await,
+                        &leader,
+                    ),
                     Route::Local => Err(error::unavailable("leadership is changing", None)),
                 }
             }

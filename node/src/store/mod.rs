@@ -19,7 +19,6 @@ use crate::raft_types::StorageError;
 use anyhow::Context;
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
-use sessiond_state::kv::Cf;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -31,20 +30,60 @@ pub(crate) const CF_RAFT_META: &str = "raft_meta";
 /// Opens a node's database.
 pub struct Store;
 
+/// RocksDB memory knobs of a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Size of each column family's memtable. Smaller memtables keep the skiplists that every
+    /// apply searches shallower (and in cache); larger ones flush less often.
+    pub write_buffer_mib: usize,
+    /// One LRU block cache shared by every column family.
+    pub block_cache_mib: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            write_buffer_mib: 16,
+            block_cache_mib: 128,
+        }
+    }
+}
+
+/// Bits per key of the SST and memtable bloom filters: most point lookups of an apply are
+/// misses (a fresh request id in `dedup`, no tombstone), which the filters answer without a
+/// search.
+const BLOOM_BITS_PER_KEY: f64 = 10.0;
+
 impl Store {
-    /// Open (or create) the database under `dir` and hand out its three faces.
+    /// Open (or create) the database under `dir` with default tuning.
     pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore, StateReader)> {
+        Store::open_tuned(dir, Tuning::default())
+    }
+
+    /// Open (or create) the database under `dir` and hand out its three faces.
+    pub fn open_tuned(
+        dir: &Path,
+        tuning: Tuning,
+    ) -> anyhow::Result<(LogStore, StateMachineStore, StateReader)> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::None);
-        let names = [CF_LOG, CF_RAFT_META]
-            .into_iter()
-            .chain(Cf::ALL.iter().map(|c| c.name()));
-        let cfs = names
+        let cache = rocksdb::Cache::new_lru_cache(tuning.block_cache_mib.max(1) << 20);
+        let cfs = StateReader::family_names()
             .map(|n| {
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_block_cache(&cache);
+                table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+                table.set_whole_key_filtering(true);
+                table.set_cache_index_and_filter_blocks(true);
+                table.set_pin_l0_filter_and_index_blocks_in_cache(true);
                 let mut o = Options::default();
                 o.set_compression_type(rocksdb::DBCompressionType::None);
+                o.set_write_buffer_size(tuning.write_buffer_mib.max(1) << 20);
+                o.set_memtable_prefix_bloom_ratio(0.05);
+                o.set_memtable_whole_key_filtering(true);
+                o.set_block_based_table_factory(&table);
                 ColumnFamilyDescriptor::new(n, o)
             })
             .collect::<Vec<_>>();

@@ -37,6 +37,21 @@ impl StateReader {
             .flatten()
     }
 
+    /// Bytes a column family occupies: its live SST files plus its memtables. Disk per table,
+    /// for operators sizing a node; the RocksDB WAL and the snapshot file are not included.
+    pub fn family_bytes(&self, name: &str) -> Option<u64> {
+        let handle = cf(&self.db, name).ok()?;
+        let prop = |p: &str| self.db.property_int_value_cf(handle, p).ok().flatten();
+        Some(prop("rocksdb.total-sst-files-size")? + prop("rocksdb.cur-size-all-mem-tables")?)
+    }
+
+    /// Every column family of the database, Raft's own included.
+    pub fn family_names() -> impl Iterator<Item = &'static str> {
+        [super::CF_LOG, super::CF_RAFT_META]
+            .into_iter()
+            .chain(Cf::ALL.iter().map(|c| c.name()))
+    }
+
     /// Notified after every apply.
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied.clone()
