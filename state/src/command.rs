@@ -34,6 +34,7 @@ pub enum Command {
         /// create can hand the same token back to the client that made it.
         sealed_token: SealedToken,
         user_id: String,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         attributes: BTreeMap<String, String>,
         /// `None`: the policy default.
@@ -54,6 +55,7 @@ pub enum Command {
         target: Target,
         /// 0: unconditional.
         expected_version: u64,
+        #[serde(with = "serde_bytes")]
         data: Option<Vec<u8>>,
         attributes: Option<BTreeMap<String, String>>,
     },
@@ -84,6 +86,7 @@ pub struct SessionView {
     pub user_id: String,
     pub generation: u64,
     pub version: u64,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub attributes: BTreeMap<String, String>,
     pub created_at: u64,

@@ -12,6 +12,7 @@ pub struct SessionRecord {
     pub user_id: String,
     pub generation: u64,
     pub version: u64,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub attributes: BTreeMap<String, String>,
     pub created_at: u64,
@@ -66,6 +67,7 @@ pub struct Tombstone {
     /// Token rows that still point at this id, removed with the tombstone.
     pub token_hashes: Vec<TokenHash>,
     /// Key of this revocation in the `revocations` feed, removed with the tombstone.
+    #[serde(with = "serde_bytes")]
     pub feed_key: Vec<u8>,
 }
 

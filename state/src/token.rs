@@ -35,7 +35,7 @@ pub enum FormatError {
 
 /// Public, stable identifier of a session: 16 random bytes.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SessionId(pub [u8; 16]);
+pub struct SessionId(#[serde(with = "serde_bytes")] pub [u8; 16]);
 
 impl SessionId {
     /// Parse the 22-character base64url form.
@@ -115,7 +115,7 @@ impl fmt::Debug for RequestId {
 
 /// Hash of a [`RequestId`]: the dedup key.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct RequestKey(pub [u8; 16]);
+pub struct RequestKey(#[serde(with = "serde_bytes")] pub [u8; 16]);
 
 impl fmt::Debug for RequestKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -198,7 +198,7 @@ impl fmt::Debug for Token {
 
 /// SHA-256 of a token: the only form in which tokens are stored or logged.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct TokenHash(pub [u8; 32]);
+pub struct TokenHash(#[serde(with = "serde_bytes")] pub [u8; 32]);
 
 impl fmt::Debug for TokenHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -212,7 +212,7 @@ impl fmt::Debug for TokenHash {
 
 /// A successor token sealed with its predecessor (see the module doc).
 #[derive(Copy, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SealedToken(pub [u8; TOKEN_BYTES]);
+pub struct SealedToken(#[serde(with = "serde_bytes")] pub [u8; TOKEN_BYTES]);
 
 impl fmt::Debug for SealedToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
