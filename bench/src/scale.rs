@@ -23,9 +23,24 @@ pub struct ScaleReport {
     pub load_ops_per_sec: f64,
     pub rss_mib_per_node: Vec<f64>,
     pub disk_mib_per_node: Vec<f64>,
+    /// Node 1's data directory by kind of file, MiB.
+    pub disk_mib_by_kind: std::collections::BTreeMap<String, f64>,
+    /// Node 1's column families (live SST + memtables), MiB, from `sessiond_table_bytes`.
+    pub table_mib: std::collections::BTreeMap<String, f64>,
     pub restart_seconds: f64,
     pub catch_up_seconds: f64,
     pub learner_snapshot_index: u64,
+}
+
+/// `sessiond_table_bytes{table="…"} N` lines of a metrics page.
+fn table_bytes(text: &str) -> std::collections::BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("sessiond_table_bytes{table=\"")?;
+            let (table, rest) = rest.split_once("\"}")?;
+            Some((table.to_string(), rest.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 async fn status(endpoint: &str) -> anyhow::Result<StatusResponse> {
@@ -111,6 +126,19 @@ pub async fn run(
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let rss_mib_per_node = (0..3).map(|i| mib(servers.rss_of(i))).collect();
     let disk_mib_per_node = (0..3).map(|i| mib(servers.disk_of(i))).collect();
+    let disk_mib_by_kind = servers
+        .disk_breakdown_of(0)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), mib(v)))
+        .collect();
+    let table_mib = servers
+        .metrics_of(0)
+        .await
+        .map(|text| table_bytes(&text))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, mib(v)))
+        .collect();
 
     // Restart a follower: SIGKILL, start, time until it has applied what was committed.
     let f = (li + 1) % 3;
@@ -167,8 +195,28 @@ pub async fn run(
         load_ops_per_sec: sessions as f64 / load_seconds,
         rss_mib_per_node,
         disk_mib_per_node,
+        disk_mib_by_kind,
+        table_mib,
         restart_seconds,
         catch_up_seconds,
         learner_snapshot_index,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::table_bytes;
+
+    #[test]
+    fn table_bytes_reads_only_the_table_gauges() {
+        let text = "# HELP sessiond_table_bytes x\n\
+                    sessiond_table_bytes{table=\"sessions\"} 1048576\n\
+                    sessiond_table_bytes{table=\"raft_log\"} 12\n\
+                    sessiond_rows_estimate{table=\"sessions\"} 5\n\
+                    sessiond_table_bytes{table=\"broken\"} x\n";
+        let t = table_bytes(text);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t["sessions"], 1_048_576);
+        assert_eq!(t["raft_log"], 12);
+    }
 }

@@ -291,6 +291,63 @@ impl Servers {
         walk(&self.dir.path().join(format!("n{}", i + 1)))
     }
 
+    /// Node `i`'s data directory by kind of file, bytes: `snapshot` (the snapshot file),
+    /// `sst` (RocksDB tables), `wal` (RocksDB write-ahead log), `other` (manifests, options).
+    pub fn disk_breakdown_of(&self, i: usize) -> std::collections::BTreeMap<&'static str, u64> {
+        fn walk(
+            p: &Path,
+            kind: Option<&'static str>,
+            out: &mut std::collections::BTreeMap<&'static str, u64>,
+        ) {
+            let Ok(rd) = std::fs::read_dir(p) else {
+                return;
+            };
+            for e in rd.flatten() {
+                let Ok(m) = e.metadata() else { continue };
+                let path = e.path();
+                if m.is_dir() {
+                    let sub = (e.file_name() == "snapshot").then_some("snapshot");
+                    walk(&path, kind.or(sub), out);
+                    continue;
+                }
+                let k = kind.unwrap_or(match path.extension().and_then(|x| x.to_str()) {
+                    Some("sst") => "sst",
+                    Some("log") if e.file_name() != "LOG" => "wal",
+                    _ => "other",
+                });
+                *out.entry(k).or_default() += m.len();
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk(&self.dir.path().join(format!("n{}", i + 1)), None, &mut out);
+        out
+    }
+
+    /// Node `i`'s `/metrics` text (sessiond only), by a plain HTTP/1.0 GET.
+    pub async fn metrics_of(&self, i: usize) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let spec = self.specs.get(i).context("no such node")?;
+        let addr = spec
+            .args
+            .iter()
+            .position(|a| a == "--metrics-addr")
+            .and_then(|k| spec.args.get(k + 1))
+            .context("node has no metrics address")?;
+        let mut s = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(addr.as_str()),
+        )
+        .await??;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body)).await??;
+        Ok(body
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or(body))
+    }
+
     /// Stop every process and wait for it.
     pub async fn stop(mut self) {
         for c in &mut self.children {
