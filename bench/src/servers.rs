@@ -276,19 +276,7 @@ impl Servers {
 
     /// Bytes on disk under node `i`'s data directory (sessiond layout: `n<i+1>`).
     pub fn disk_of(&self, i: usize) -> u64 {
-        fn walk(p: &Path) -> u64 {
-            let Ok(rd) = std::fs::read_dir(p) else {
-                return 0;
-            };
-            rd.flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        }
-        walk(&self.dir.path().join(format!("n{}", i + 1)))
+        self.disk_breakdown_of(i).values().sum()
     }
 
     /// Node `i`'s data directory by kind of file, bytes: `snapshot` (the snapshot file),

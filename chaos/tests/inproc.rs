@@ -1,6 +1,8 @@
 //! The in-process layer end to end: a few seeded schedules against 3- and 5-node clusters
 //! must run every kind of fault, record a history and pass the checker.
 
+mod common;
+
 use sessiond_chaos::browser::BrowserOptions;
 use sessiond_chaos::history::{op, Outcome};
 use sessiond_chaos::nemesis::{Fault, Schedule};
@@ -59,19 +61,7 @@ async fn every_fault_kind_runs_and_the_history_checks_out() {
             "no {kind:?} in {nemesis:?}"
         );
     }
-    let ok_ops = r
-        .events
-        .iter()
-        .filter(|e| e.op != op::NEMESIS && e.result == Outcome::Ok)
-        .count();
-    assert!(ok_ops > 50, "only {ok_ops} successful operations");
-    assert!(
-        r.events
-            .iter()
-            .any(|e| e.args.final_read && e.result == Outcome::Ok),
-        "no final read succeeded"
-    );
-    assert!(r.report.passed(), "{:#?}", r.report);
+    common::assert_healthy(&r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

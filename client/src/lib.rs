@@ -332,10 +332,11 @@ impl Client {
     /// The endpoint a node's advertised client address names. Endpoints may carry a scheme
     /// (`http://host:port`); advertised addresses do not.
     fn node_at(&self, advertised: &str) -> Option<usize> {
-        let bare = |a: &str| {
-            let a = a.split_once("://").map_or(a, |(_, rest)| rest);
-            a.trim_end_matches('/').to_string()
-        };
+        fn bare(a: &str) -> &str {
+            a.split_once("://")
+                .map_or(a, |(_, rest)| rest)
+                .trim_end_matches('/')
+        }
         let want = bare(advertised);
         self.inner.nodes.iter().position(|n| bare(&n.addr) == want)
     }

@@ -194,7 +194,7 @@ impl Metrics {
                     .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
-        for name in StateReader::family_names() {
+        for name in crate::store::family_names() {
             if let Some(n) = state.family_bytes(name) {
                 self.table_bytes
                     .with_label_values(&[name])

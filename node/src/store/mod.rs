@@ -19,6 +19,7 @@ use crate::raft_types::StorageError;
 use anyhow::Context;
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, DB};
+use sessiond_state::kv::Cf;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -26,6 +27,13 @@ use std::sync::Arc;
 pub(crate) const CF_LOG: &str = "raft_log";
 /// Column family of Raft metadata: vote, committed, last purged.
 pub(crate) const CF_RAFT_META: &str = "raft_meta";
+
+/// Every column family of the database, Raft's own included.
+pub fn family_names() -> impl Iterator<Item = &'static str> {
+    [CF_LOG, CF_RAFT_META]
+        .into_iter()
+        .chain(Cf::ALL.iter().map(|c| c.name()))
+}
 
 /// Opens a node's database.
 pub struct Store;
@@ -78,7 +86,7 @@ impl Store {
         // families are flushed instead. (At 200 000 sessions the WAL was 40 % of the disk.)
         opts.set_max_total_wal_size(((tuning.write_buffer_mib.max(1) * WAL_BUFFERS) as u64) << 20);
         let cache = rocksdb::Cache::new_lru_cache(tuning.block_cache_mib.max(1) << 20);
-        let cfs = StateReader::family_names()
+        let cfs = family_names()
             .map(|n| {
                 let mut table = rocksdb::BlockBasedOptions::default();
                 table.set_block_cache(&cache);

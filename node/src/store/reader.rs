@@ -45,13 +45,6 @@ impl StateReader {
         Some(prop("rocksdb.total-sst-files-size")? + prop("rocksdb.cur-size-all-mem-tables")?)
     }
 
-    /// Every column family of the database, Raft's own included.
-    pub fn family_names() -> impl Iterator<Item = &'static str> {
-        [super::CF_LOG, super::CF_RAFT_META]
-            .into_iter()
-            .chain(Cf::ALL.iter().map(|c| c.name()))
-    }
-
     /// Notified after every apply.
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied.clone()
