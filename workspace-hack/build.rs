@@ -1,0 +1,2 @@
+// Present so that cargo treats the hack's [build-dependencies] as build dependencies.
+fn main() {}
