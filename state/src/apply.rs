@@ -6,7 +6,7 @@ use crate::expiry;
 use crate::keys;
 use crate::kv::{Cf, KvRead, StorageError, Txn};
 use crate::limits;
-use crate::record::{CapPolicy, OpKind, Policy, ReusePolicy, SessionRecord, TokenRow};
+use crate::record::{CapPolicy, Policy, ReusePolicy, SessionRecord, TokenRow};
 use crate::rotation::{self, Accepted};
 use crate::tables;
 use crate::token::{SessionId, TokenHash};
@@ -43,36 +43,21 @@ struct Ctx {
     feed: Feed,
 }
 
-fn op_kind(c: &Command) -> Option<(crate::token::RequestKey, OpKind)> {
-    match c {
-        Command::Create { request_id, .. } => Some((*request_id, OpKind::Create)),
-        Command::Rotate { request_id, .. } => Some((*request_id, OpKind::Rotate)),
-        Command::Update { request_id, .. } => Some((*request_id, OpKind::Update)),
-        Command::Revoke { request_id, .. } => Some((*request_id, OpKind::Revoke)),
-        Command::RevokeUser { request_id, .. } => Some((*request_id, OpKind::RevokeUser)),
-        _ => None,
-    }
-}
-
 impl Ctx {
     fn apply<R: KvRead + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, R>,
         c: &Command,
     ) -> Result<Outcome, StorageError> {
-        if let Some((key, op)) = op_kind(c) {
-            if let Some(replayed) = dedup::replay(txn, &key, op, self.now)? {
-                return Ok(replayed);
+        if let Some(req) = dedup::request(c) {
+            // A remembered id answers without executing or writing anything: a retry gets the
+            // first outcome, a different request under the same id a refusal that leaves the
+            // first outcome in place.
+            if let Some(answer) = dedup::replay(txn, &req, self.now)? {
+                return Ok(answer);
             }
             let outcome = self.execute(txn, c)?;
-            dedup::remember(
-                txn,
-                &key,
-                op,
-                &outcome,
-                self.now,
-                self.policy.dedup_window_ms,
-            )?;
+            dedup::remember(txn, &req, &outcome, self.now, self.policy.dedup_window_ms)?;
             return Ok(outcome);
         }
         self.execute(txn, c)

@@ -30,8 +30,9 @@ pub enum Command {
         request_id: RequestKey,
         id: SessionId,
         token_hash: TokenHash,
-        /// The new token sealed with the request id, kept in the dedup row so that a retried
-        /// create can hand the same token back to the client that made it.
+        /// The new token sealed with the cluster's seal key and the request id
+        /// ([`crate::token::RequestId::seal`]), kept in the dedup row so that a retried create
+        /// can hand the same token back to the client that made it.
         sealed_token: SealedToken,
         user_id: String,
         #[serde(with = "serde_bytes")]
@@ -130,7 +131,7 @@ pub enum Reply {
     Configured,
     Created {
         session: SessionView,
-        /// The token, sealed with the request id (see `Command::Create`).
+        /// The token, sealed with the seal key and the request id (see `Command::Create`).
         sealed_token: SealedToken,
         /// Sessions of the same user revoked to respect the per-user cap.
         evicted: Vec<SessionId>,

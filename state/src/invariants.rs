@@ -174,9 +174,10 @@ mod tests {
     use crate::codec::encode;
     use crate::command::{Batch, Command, Target};
     use crate::kv::{MemKv, Txn, WriteSet};
-    use crate::token::{RequestId, Token};
+    use crate::token::{RequestId, SealKey, Token};
 
     const T0: u64 = 1_000_000;
+    const PRINCIPAL: &str = "app";
 
     fn apply(kv: &mut MemKv, index: u64, stamp_ms: u64, commands: Vec<Command>) {
         let mut txn = Txn::new(&*kv);
@@ -191,10 +192,10 @@ mod tests {
         let rid = |n: u8| RequestId::from_bytes([n; 16]);
         let tok = |n: u8| Token::from_bytes([n; 32]);
         let create = |n: u8| Command::Create {
-            request_id: rid(n).key(),
+            request_id: rid(n).key(PRINCIPAL),
             id: SessionId([n; 16]),
             token_hash: tok(n).hash(),
-            sealed_token: rid(n).seal(&tok(n)),
+            sealed_token: rid(n).seal(&SealKey::from_bytes([7; 32]), &SessionId([n; 16]), &tok(n)),
             user_id: "u".into(),
             data: vec![],
             attributes: BTreeMap::new(),
@@ -202,7 +203,7 @@ mod tests {
             absolute_timeout_ms: None,
         };
         let rotate = |n: u8, from: u8, to: u8| Command::Rotate {
-            request_id: rid(n).key(),
+            request_id: rid(n).key(PRINCIPAL),
             token_hash: tok(from).hash(),
             new_token_hash: tok(to).hash(),
             sealed_successor: tok(from).seal(&tok(to)),
@@ -215,7 +216,7 @@ mod tests {
             4,
             T0 + 120_000,
             vec![Command::Revoke {
-                request_id: rid(5).key(),
+                request_id: rid(5).key(PRINCIPAL),
                 target: Target::Id(SessionId([2; 16])),
                 reason: String::new(),
             }],
@@ -287,7 +288,7 @@ mod tests {
             w.put(Cf::Sessions, keys::session(&t.id), encode(&t))
         });
         damaged(|w, _, _| {
-            let k = RequestId::from_bytes([1; 16]).key();
+            let k = RequestId::from_bytes([1; 16]).key(PRINCIPAL);
             let due = T0 + crate::record::Policy::default().dedup_window_ms;
             w.delete(Cf::Expiry, keys::expiry(ExpiryKind::Dedup, due, &k.0))
         });

@@ -8,14 +8,15 @@
 //! - [`command`]: what the log carries and what apply answers.
 //! - [`apply`]: the entry point that applies one batch.
 //! - [`query`]: the read side used by `GetSession`, `ListUserSessions` and the expiry sweeper.
+//! - [`dedup`]: exactly-once mutations, scoped to a principal and bound to the request.
 //! - [`invariants`]: checks that every index equals what the records imply.
 //! - Inside: `rotation` (token states, rotating), `tombstone` (revocation), `expiry`
-//!   (sweeping), `dedup` (exactly-once), `tables` and `keys` (storage layout).
+//!   (sweeping), `tables` and `keys` (storage layout).
 
 pub mod apply;
 pub mod codec;
 pub mod command;
-mod dedup;
+pub mod dedup;
 mod expiry;
 pub mod invariants;
 pub mod keys;

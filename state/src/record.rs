@@ -87,6 +87,10 @@ pub struct DedupRow {
     pub request_id: RequestKey,
     /// Which operation the id was first used for; a reuse for another operation is refused.
     pub op: OpKind,
+    /// [`crate::dedup::fingerprint`] of the first request: a reuse of the id for a request
+    /// that differs in anything the client chose is refused instead of answered.
+    #[serde(with = "serde_bytes")]
+    pub fingerprint: [u8; 32],
     pub expires_at: u64,
     pub outcome: crate::command::Outcome,
 }

@@ -4,7 +4,9 @@
 //! its SHA-256. A rotation's successor is kept *sealed* with the token it replaces
 //! (XOR with a hash of that token under a separate domain), so that a racing request that
 //! still holds the previous token can be handed the very same successor, while nothing at rest
-//! or in the log reveals a usable token.
+//! or in the log reveals a usable token. A created session's token is kept for replays sealed
+//! with the cluster's [`SealKey`] and the request id, so the log, a snapshot or the database
+//! files are not enough to open it, even together with a request id an application logged.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -64,9 +66,9 @@ impl fmt::Debug for SessionId {
 }
 
 /// Client-chosen idempotency id of a mutation, as received. Never stored or logged as is:
-/// the log and the dedup table hold its [`RequestKey`], and a created session's token is kept
-/// for replays sealed with a pad derived from it, so only the client that made the request can
-/// open the replayed answer.
+/// the log and the dedup table hold its [`RequestKey`] (scoped to the caller's principal), and
+/// a created session's token is kept for replays sealed with a pad derived from the cluster's
+/// [`SealKey`] and this id.
 #[derive(Copy, Clone, PartialEq, Eq)]
 pub struct RequestId([u8; 16]);
 
@@ -82,38 +84,76 @@ impl RequestId {
         RequestId(b)
     }
 
-    /// What the log and the dedup table hold.
-    pub fn key(&self) -> RequestKey {
-        let d = domain_hash(b"sessiond request key v1\0", &self.0);
+    /// What the log and the dedup table hold for this id sent by `principal` (the
+    /// authenticated caller's name). Scoping by principal keeps one caller's id from ever
+    /// answering another caller's request; the principal is length-prefixed so that no two
+    /// (principal, id) pairs hash the same input.
+    pub fn key(&self, principal: &str) -> RequestKey {
+        let p = principal.as_bytes();
+        let mut h = Sha256::new();
+        h.update(b"sessiond request key v2\0");
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+        h.update(self.0);
+        let d: [u8; 32] = h.finalize().into();
         let mut k = [0u8; 16];
         k.copy_from_slice(&d[..16]);
         RequestKey(k)
     }
 
-    /// Seal a freshly created session's token for the dedup table.
-    pub fn seal(&self, token: &Token) -> SealedToken {
-        SealedToken(xor(
-            &token.0,
-            &domain_hash(b"sessiond create seal v1\0", &self.0),
-        ))
+    /// Seal a freshly created session's token for the dedup table, for session `id` (drawn
+    /// with the token, so no two creates share a pad).
+    pub fn seal(&self, key: &SealKey, id: &SessionId, token: &Token) -> SealedToken {
+        SealedToken(xor(&token.0, &self.pad(key, id)))
     }
 
-    /// Open a token sealed by [`RequestId::seal`].
-    pub fn open(&self, sealed: &SealedToken) -> Token {
-        Token(xor(
-            &sealed.0,
-            &domain_hash(b"sessiond create seal v1\0", &self.0),
-        ))
+    /// Open a token sealed by [`RequestId::seal`] with the same key and session id.
+    pub fn open(&self, key: &SealKey, id: &SessionId, sealed: &SealedToken) -> Token {
+        Token(xor(&sealed.0, &self.pad(key, id)))
+    }
+
+    /// The seal key is what the log lacks: without it the id (often logged by applications)
+    /// and the stored sealed token together reveal nothing. The session id makes every
+    /// create's pad its own, so knowing one token and two sealed ones never reveals the other.
+    fn pad(&self, key: &SealKey, id: &SessionId) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"sessiond create seal v3\0");
+        h.update(key.0);
+        h.update(self.0);
+        h.update(id.0);
+        h.finalize().into()
     }
 }
 
 impl fmt::Debug for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RequestId({:?})", self.key())
+        // Its key needs the principal, and the id itself is not for logs.
+        f.write_str("RequestId(<redacted>)")
     }
 }
 
-/// Hash of a [`RequestId`]: the dedup key.
+/// The cluster's secret for sealing created sessions' tokens in the dedup table. Every node of
+/// a cluster must hold the same one: a retry may reach another leader, which must open the
+/// token the first leader sealed. It is never part of the log, a snapshot or the state (the
+/// server loads it from a file made with the certificates), which is what keeps the stored
+/// data alone from revealing a token. Not `Display`, and `Debug` redacts it.
+#[derive(Clone)]
+pub struct SealKey([u8; 32]);
+
+impl SealKey {
+    /// Wrap 32 secret bytes (random, drawn once per cluster).
+    pub fn from_bytes(bytes: [u8; 32]) -> SealKey {
+        SealKey(bytes)
+    }
+}
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKey(<redacted>)")
+    }
+}
+
+/// Hash of a [`RequestId`] scoped to its principal: the dedup key.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RequestKey(#[serde(with = "serde_bytes")] pub [u8; 16]);
 
@@ -250,13 +290,52 @@ mod tests {
     }
 
     #[test]
-    fn request_seal_opens_only_with_the_request_id() {
+    fn request_seal_opens_only_with_the_seal_key() {
+        let key = SealKey::from_bytes([5u8; 32]);
         let rid = RequestId::from_bytes([9u8; 16]);
         let t = Token::from_bytes([4u8; 32]);
-        let sealed = rid.seal(&t);
-        assert_eq!(rid.open(&sealed), t);
-        assert_ne!(RequestId::from_bytes([8u8; 16]).open(&sealed), t);
-        assert_ne!(rid.key().0[..], [9u8; 16][..]);
+        let sid = SessionId([4u8; 16]);
+        let sealed = rid.seal(&key, &sid, &t);
+        assert_eq!(rid.open(&key, &sid, &sealed), t);
+        assert_ne!(rid.open(&key, &SessionId([3u8; 16]), &sealed), t);
+        assert_ne!(rid.open(&SealKey::from_bytes([6u8; 32]), &sid, &sealed), t);
+        assert_ne!(
+            RequestId::from_bytes([8u8; 16]).open(&key, &sid, &sealed),
+            t
+        );
+        assert_ne!(sealed, rid.seal(&SealKey::from_bytes([6u8; 32]), &sid, &t));
+        assert_ne!(sealed.0, t.0);
+        // What the log and the dedup row hold (the request key, the sealed token) plus the
+        // request id: the pad the id alone gives (the old scheme's) does not open it.
+        let id_only = domain_hash(b"sessiond create seal v1\0", &rid.0);
+        assert_ne!(xor(&sealed.0, &id_only), t.0);
+        assert_eq!(format!("{key:?}"), "SealKey(<redacted>)");
+        assert_eq!(format!("{rid:?}"), "RequestId(<redacted>)");
+    }
+
+    #[test]
+    fn request_keys_are_scoped_by_principal() {
+        let rid = RequestId::from_bytes([9u8; 16]);
+        assert_eq!(rid.key("web-frontend"), rid.key("web-frontend"));
+        assert_ne!(rid.key("web-frontend"), rid.key("billing"));
+        assert_ne!(rid.key(""), rid.key("\0"));
+        assert_ne!(rid.key("a"), RequestId::from_bytes([8u8; 16]).key("a"));
+        assert_ne!(rid.key("a").0[..], [9u8; 16][..]);
+        // The construction is part of the log format (every replica and every leader must
+        // derive the same key): domain, u64 BE length of the principal, principal, id.
+        let mut h = Sha256::new();
+        h.update(b"sessiond request key v2\0");
+        h.update(2u64.to_be_bytes());
+        h.update(b"ab");
+        h.update([9u8; 16]);
+        let want: [u8; 32] = h.finalize().into();
+        assert_eq!(rid.key("ab").0[..], want[..16]);
+        let old = domain_hash(b"sessiond request key v1\0", &rid.0);
+        assert_ne!(
+            rid.key("").0[..],
+            old[..16],
+            "a new domain, not the unscoped key"
+        );
     }
 
     #[test]

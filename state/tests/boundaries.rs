@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Sm;
+use common::{Sm, PRINCIPAL};
 use sessiond_state::command::{Command, Outcome, Reply, SessionError, Successor, Target};
 use sessiond_state::kv::{Cf, KvRead};
 use sessiond_state::query;
@@ -75,12 +75,12 @@ fn a_save_racing_a_logout_in_one_entry_does_not_resurrect() {
     let rid = sm.rid();
     let (rotate, _) = sm.rotate_cmd(&t);
     let revoke = Command::Revoke {
-        request_id: rid.key(),
+        request_id: rid.key(PRINCIPAL),
         target: Target::Id(id),
         reason: "bye".into(),
     };
     let save = |sm: &mut Sm, target| Command::Update {
-        request_id: sm.rid().key(),
+        request_id: sm.rid().key(PRINCIPAL),
         target,
         expected_version: 1,
         data: Some(b"late save".to_vec()),
@@ -139,7 +139,7 @@ fn create_and_logout_in_one_entry_under_a_cap_of_one() {
         vec![
             c,
             Command::Revoke {
-                request_id: rid.key(),
+                request_id: rid.key(PRINCIPAL),
                 target: Target::Token(t.hash()),
                 reason: String::new(),
             },
@@ -192,7 +192,7 @@ fn a_refused_request_is_refused_again_on_retry() {
     let (id, _) = sm.create(T0, "u");
     let rid = sm.rid();
     let stale = Command::Update {
-        request_id: rid.key(),
+        request_id: rid.key(PRINCIPAL),
         target: Target::Id(id),
         expected_version: 5,
         data: Some(b"x".to_vec()),
@@ -222,7 +222,7 @@ fn a_retried_save_is_not_applied_twice() {
     let (id, _) = sm.create(T0, "u");
     let rid = sm.rid();
     let a = Command::Update {
-        request_id: rid.key(),
+        request_id: rid.key(PRINCIPAL),
         target: Target::Id(id),
         expected_version: 0,
         data: Some(b"a".to_vec()),
@@ -416,19 +416,19 @@ fn invalid_input_writes_nothing_but_its_dedup_row() {
     let mut big_attrs = BTreeMap::new();
     big_attrs.insert("k".to_string(), "v".repeat(p.max_attributes_bytes as usize));
     refused.push(Command::Update {
-        request_id: sm.rid().key(),
+        request_id: sm.rid().key(PRINCIPAL),
         target: Target::Token(t.hash()),
         expected_version: 0,
         data: None,
         attributes: Some(big_attrs),
     });
     refused.push(Command::Revoke {
-        request_id: sm.rid().key(),
+        request_id: sm.rid().key(PRINCIPAL),
         target: Target::Id(id),
         reason: "r".repeat(129),
     });
     refused.push(Command::RevokeUser {
-        request_id: sm.rid().key(),
+        request_id: sm.rid().key(PRINCIPAL),
         user_id: String::new(),
         except: None,
         reason: String::new(),
@@ -500,7 +500,7 @@ fn a_successor_that_collides_with_a_known_token_is_refused() {
     let out = sm.one(
         T0 + 1,
         Command::Rotate {
-            request_id: rid.key(),
+            request_id: rid.key(PRINCIPAL),
             token_hash: ta.hash(),
             new_token_hash: tb.hash(),
             sealed_successor: ta.seal(&tb),

@@ -1,11 +1,14 @@
 //! Property tests: arbitrary command sequences keep replicas byte-identical, every index equal
-//! to what the records imply, and the guarantees of DESIGN §2 (exactly-once replies, one
-//! successor per token, no resurrection) intact, whatever the order, the clock and the
-//! grouping of commands into log entries.
+//! to what the records imply, and the guarantees of DESIGN §2 (exactly-once replies, request
+//! ids scoped to a principal and bound to the request, one successor per token, no
+//! resurrection) intact, whatever the order, the clock and the grouping of commands into log
+//! entries.
 
 mod common;
 
-use common::Sm;
+use common::{
+    client_part, is_reuse_refusal, replayed, request_key, seal_key, set_request_key, Sm, PRINCIPAL,
+};
 use proptest::prelude::*;
 use sessiond_state::codec::{decode, encode};
 use sessiond_state::command::{Command, Outcome, Reply, Successor, Target};
@@ -52,7 +55,19 @@ enum Op {
     Retry {
         earlier: usize,
     },
+    /// An earlier request id, same principal, with one client field changed.
+    Misuse {
+        earlier: usize,
+        field: u8,
+    },
+    /// An earlier request id and request, sent by the other principal.
+    OtherPrincipal {
+        earlier: usize,
+    },
 }
+
+/// The principal `Op::OtherPrincipal` switches to (and back from).
+const OTHER_PRINCIPAL: &str = "billing";
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
@@ -75,6 +90,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(|token| Op::ReportReuse { token }),
         1 => (1u32..20).prop_map(|limit| Op::Expire { limit }),
         2 => any::<usize>().prop_map(|earlier| Op::Retry { earlier }),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(earlier, field)| Op::Misuse { earlier, field }),
+        1 => any::<usize>().prop_map(|earlier| Op::OtherPrincipal { earlier }),
     ]
 }
 
@@ -101,7 +118,10 @@ struct Driver {
     tokens: Vec<Token>,
     ids: Vec<SessionId>,
     sent: Vec<Command>,
-    request_ids: BTreeMap<RequestKey, RequestId>,
+    /// Each request key's id, principal, and the id's draw number: the (draw, principal)
+    /// pair names a request key independently of how the key is derived.
+    request_ids: BTreeMap<RequestKey, (RequestId, &'static str, usize)>,
+    drawn_ids: usize,
 }
 
 impl Driver {
@@ -121,7 +141,10 @@ impl Driver {
 
     fn command(&mut self, op: &Op) -> Option<Command> {
         let rid = RequestId::from_bytes(self.bytes());
-        self.request_ids.insert(rid.key(), rid);
+        let key = rid.key(PRINCIPAL);
+        self.drawn_ids += 1;
+        self.request_ids
+            .insert(key, (rid, PRINCIPAL, self.drawn_ids));
         Some(match op {
             Op::Create { user, idle } => {
                 let token = Token::from_bytes(self.bytes());
@@ -129,10 +152,10 @@ impl Driver {
                 self.tokens.push(token.clone());
                 self.ids.push(id);
                 Command::Create {
-                    request_id: rid.key(),
+                    request_id: key,
                     id,
                     token_hash: token.hash(),
-                    sealed_token: rid.seal(&token),
+                    sealed_token: rid.seal(&seal_key(), &id, &token),
                     user_id: format!("user{user}"),
                     data: vec![*user; 8],
                     attributes: BTreeMap::new(),
@@ -144,7 +167,7 @@ impl Driver {
                 let presented = Self::pick(&self.tokens, *token)?;
                 let next = Token::from_bytes(self.bytes());
                 Command::Rotate {
-                    request_id: rid.key(),
+                    request_id: key,
                     token_hash: presented.hash(),
                     new_token_hash: next.hash(),
                     sealed_successor: presented.seal(&next),
@@ -157,7 +180,7 @@ impl Driver {
                 data_len,
                 attributes,
             } => Command::Update {
-                request_id: rid.key(),
+                request_id: key,
                 target: self.target(*token, *by_id)?,
                 expected_version: *expected,
                 data: Some(vec![7; *data_len]),
@@ -168,12 +191,12 @@ impl Driver {
                 token_hash: Self::pick(&self.tokens, *token)?.hash(),
             },
             Op::Revoke { token, by_id } => Command::Revoke {
-                request_id: rid.key(),
+                request_id: key,
                 target: self.target(*token, *by_id)?,
                 reason: String::new(),
             },
             Op::RevokeUser { user, except } => Command::RevokeUser {
-                request_id: rid.key(),
+                request_id: key,
                 user_id: format!("user{user}"),
                 except: except.and_then(|e| Self::pick(&self.ids, e)),
                 reason: "all".into(),
@@ -186,7 +209,66 @@ impl Driver {
                 let earlier = Self::pick(&self.sent, *earlier)?;
                 self.retry(earlier)
             }
+            Op::Misuse { earlier, field } => {
+                let earlier = Self::pick(&self.sent, *earlier)?;
+                self.misuse(earlier, *field)?
+            }
+            Op::OtherPrincipal { earlier } => {
+                let mut c = Self::pick(&self.sent, *earlier)?;
+                let old = request_key(&c)?;
+                let (rid, principal, draw) = self.request_ids[&old];
+                let other = if principal == PRINCIPAL {
+                    OTHER_PRINCIPAL
+                } else {
+                    PRINCIPAL
+                };
+                let new = rid.key(other);
+                self.request_ids.insert(new, (rid, other, draw));
+                set_request_key(&mut c, new);
+                self.retry(c)
+            }
         })
+    }
+
+    /// The same request id (and principal) with one client field of `c` changed, and fresh
+    /// leader draws.
+    fn misuse(&mut self, mut c: Command, field: u8) -> Option<Command> {
+        match &mut c {
+            Command::Create {
+                user_id,
+                data,
+                idle_timeout_ms,
+                ..
+            } => match field % 3 {
+                0 => user_id.push('x'),
+                1 => data.push(field),
+                _ => *idle_timeout_ms = idle_timeout_ms.xor(Some(2_500)),
+            },
+            Command::Rotate { token_hash, .. } => {
+                let other = Self::pick(&self.tokens, field as usize)?;
+                *token_hash = other.hash();
+            }
+            Command::Update {
+                expected_version,
+                data,
+                attributes,
+                ..
+            } => match field % 3 {
+                0 => *expected_version += 1,
+                1 => *data = data.take().xor(Some(Vec::new())),
+                _ => *attributes = attributes.take().xor(Some(BTreeMap::new())),
+            },
+            Command::Revoke { target, reason, .. } => match field % 2 {
+                0 => reason.push('x'),
+                _ => *target = self.target(field as usize, field % 4 == 1)?,
+            },
+            Command::RevokeUser { except, reason, .. } => match field % 2 {
+                0 => reason.push('x'),
+                _ => *except = except.xor(Self::pick(&self.ids, field as usize)),
+            },
+            _ => return None,
+        }
+        Some(self.retry(c))
     }
 
     /// A client's retry as the leader proposes it: the same request id, but every random value
@@ -203,7 +285,7 @@ impl Driver {
                 let token = Token::from_bytes(self.bytes());
                 *id = SessionId(self.bytes());
                 *token_hash = token.hash();
-                *sealed_token = self.request_ids[request_id].seal(&token);
+                *sealed_token = self.request_ids[request_id].0.seal(&seal_key(), id, &token);
                 self.tokens.push(token);
                 self.ids.push(*id);
             }
@@ -289,22 +371,6 @@ fn policy() -> impl Strategy<Value = Policy> {
     })
 }
 
-fn request_key(c: &Command) -> Option<RequestKey> {
-    match c {
-        Command::Create { request_id, .. }
-        | Command::Rotate { request_id, .. }
-        | Command::Update { request_id, .. }
-        | Command::Revoke { request_id, .. }
-        | Command::RevokeUser { request_id, .. } => Some(*request_id),
-        _ => None,
-    }
-}
-
-/// What a replay of `o` must look like: the same answer, flagged as replayed.
-fn replayed(o: &Outcome) -> Outcome {
-    o.clone().map(Reply::into_replayed)
-}
-
 fn rows(kv: &MemKv, cf: Cf) -> Vec<(Vec<u8>, Vec<u8>)> {
     kv.scan(cf, &[], None, usize::MAX).unwrap()
 }
@@ -314,8 +380,9 @@ fn rows(kv: &MemKv, cf: Cf) -> Vec<(Vec<u8>, Vec<u8>)> {
 struct Guarantees {
     window_ms: u64,
     now: u64,
-    /// First answer per request id, and until when it must be replayed.
-    first: BTreeMap<RequestKey, (Outcome, u64)>,
+    /// First request and answer per (request id draw, principal), and until when it must be
+    /// replayed.
+    first: BTreeMap<(usize, &'static str), (Command, Outcome, u64)>,
     /// The one successor each token ever had.
     successors: BTreeMap<TokenHash, Token>,
     /// Ids ever tombstoned.
@@ -343,21 +410,29 @@ impl Guarantees {
     ) -> Result<(), TestCaseError> {
         self.now = self.now.max(stamp);
         for (c, o) in commands.iter().zip(outcomes) {
-            self.exactly_once(c, o)?;
+            self.exactly_once(d, c, o)?;
             self.one_successor(d, c, o)?;
             self.no_reply_for_revoked(o)?;
         }
         self.state(kv)
     }
 
-    /// A retry inside the dedup window gets the first answer, flagged replayed.
-    fn exactly_once(&mut self, c: &Command, o: &Outcome) -> Result<(), TestCaseError> {
+    /// A retry inside the dedup window gets the first answer, flagged replayed; a different
+    /// request under the same key is refused, and the first answer stays. Another principal's
+    /// use of the same id is a different key, so it is fresh.
+    fn exactly_once(&mut self, d: &Driver, c: &Command, o: &Outcome) -> Result<(), TestCaseError> {
         let Some(key) = request_key(c) else {
             return Ok(());
         };
+        let (_, principal, draw) = d.request_ids[&key];
+        let key = (draw, principal);
         match self.first.get(&key) {
-            Some((first, until)) if self.now < *until => {
-                prop_assert_eq!(o, &replayed(first), "retry of {:?}", c);
+            Some((cmd, first, until)) if self.now < *until => {
+                if client_part(cmd) == client_part(c) {
+                    prop_assert_eq!(o, &replayed(first), "retry of {:?}", c);
+                } else {
+                    prop_assert!(is_reuse_refusal(o), "{:?} reused {:?}: {:?}", c, cmd, o);
+                }
             }
             _ => {
                 // (A racing rotation of a superseded token is fresh yet `replayed`: the
@@ -369,8 +444,9 @@ impl Guarantees {
                         o
                     );
                 }
+                prop_assert!(!is_reuse_refusal(o), "fresh request refused as a reuse");
                 self.first
-                    .insert(key, (o.clone(), self.now + self.window_ms));
+                    .insert(key, (c.clone(), o.clone(), self.now + self.window_ms));
             }
         }
         Ok(())

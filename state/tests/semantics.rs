@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{session_state, Sm};
+use common::{seal_key, session_state, Sm, PRINCIPAL};
 use sessiond_state::command::{Command, Reply, SessionError, Successor, Target};
 use sessiond_state::query;
 use sessiond_state::record::{CapPolicy, Policy, ReusePolicy};
@@ -307,7 +307,7 @@ fn dedup_replays_the_first_answer() {
         ) => {
             assert_eq!(s1, s2);
             assert_eq!(
-                rid.open(&k2),
+                rid.open(&seal_key(), &s2.id, &k2),
                 token,
                 "a retried create hands back the same token"
             );
@@ -487,7 +487,7 @@ fn revoke_user_keeps_the_excepted_session() {
     let out = sm.one(
         T0,
         Command::RevokeUser {
-            request_id: rid.key(),
+            request_id: rid.key(PRINCIPAL),
             user_id: "u".into(),
             except: Some(b),
             reason: "pw".into(),
@@ -609,7 +609,7 @@ fn update_replaces_attributes_whole_and_keeps_absent_fields() {
     let out = sm.one(
         T0 + 1,
         Command::Update {
-            request_id: rid.key(),
+            request_id: rid.key(PRINCIPAL),
             target: Target::Token(t.hash()),
             expected_version: 1,
             data: None,
@@ -660,7 +660,7 @@ fn expired_but_unswept_sessions_can_still_be_revoked() {
     match sm.one(
         late,
         Command::RevokeUser {
-            request_id: rid.key(),
+            request_id: rid.key(PRINCIPAL),
             user_id: "u".into(),
             except: None,
             reason: String::new(),
@@ -777,12 +777,12 @@ fn the_revocation_feed_is_in_log_order_and_resumable() {
         T0 + 1,
         vec![
             Command::Revoke {
-                request_id: r1.key(),
+                request_id: r1.key(PRINCIPAL),
                 target: Target::Id(b),
                 reason: "one".into(),
             },
             Command::Revoke {
-                request_id: r2.key(),
+                request_id: r2.key(PRINCIPAL),
                 target: Target::Id(a),
                 reason: "two".into(),
             },
@@ -812,7 +812,7 @@ fn a_request_id_is_fresh_again_after_its_window() {
     let (id, _) = sm.create(T0, "u");
     let rid = sm.rid();
     let save = |expected| Command::Update {
-        request_id: rid.key(),
+        request_id: rid.key(PRINCIPAL),
         target: Target::Id(id),
         expected_version: expected,
         data: Some(b"x".to_vec()),

@@ -7,10 +7,18 @@ use sessiond_state::command::{Batch, Command, Outcome, Reply, Successor, Target}
 use sessiond_state::invariants;
 use sessiond_state::kv::{Cf, MemKv, Txn};
 use sessiond_state::record::Policy;
-use sessiond_state::token::{RequestId, SessionId, Token};
+use sessiond_state::token::{RequestId, SealKey, SessionId, Token};
 use std::collections::BTreeMap;
 
-#[derive(Default)]
+/// The authenticated caller every helper sends its requests as.
+pub const PRINCIPAL: &str = "web-frontend";
+
+/// The cluster's seal key in these tests.
+pub fn seal_key() -> SealKey {
+    SealKey::from_bytes([0x5E; 32])
+}
+
+#[derive(Default, Clone)]
 pub struct Sm {
     pub kv: MemKv,
     pub index: u64,
@@ -63,15 +71,27 @@ impl Sm {
     }
 
     pub fn create_cmd(&mut self, user: &str, idle: Option<u64>) -> (Command, Token, RequestId) {
-        let token = self.token();
         let rid = self.rid();
+        let (c, token) = self.create_as(&rid, PRINCIPAL, user, idle);
+        (c, token, rid)
+    }
+
+    /// A create of `user` under `rid` sent by `principal`, with freshly drawn id and token.
+    pub fn create_as(
+        &mut self,
+        rid: &RequestId,
+        principal: &str,
+        user: &str,
+        idle: Option<u64>,
+    ) -> (Command, Token) {
+        let token = self.token();
         let id = SessionId(self.fresh());
         (
             Command::Create {
-                request_id: rid.key(),
+                request_id: rid.key(principal),
                 id,
                 token_hash: token.hash(),
-                sealed_token: rid.seal(&token),
+                sealed_token: rid.seal(&seal_key(), &id, &token),
                 user_id: user.into(),
                 data: b"data".to_vec(),
                 attributes: BTreeMap::new(),
@@ -79,8 +99,27 @@ impl Sm {
                 absolute_timeout_ms: None,
             },
             token,
-            rid,
         )
+    }
+
+    /// A client's retry of create `c` (made under `rid`) as a leader proposes it: the same
+    /// client fields and request key, a freshly drawn id and token.
+    pub fn retry_create(&mut self, c: &Command, rid: &RequestId) -> (Command, Token) {
+        let mut c = c.clone();
+        let token = self.token();
+        let fresh_id = SessionId(self.fresh());
+        if let Command::Create {
+            id,
+            token_hash,
+            sealed_token,
+            ..
+        } = &mut c
+        {
+            *id = fresh_id;
+            *token_hash = token.hash();
+            *sealed_token = rid.seal(&seal_key(), &fresh_id, &token);
+        }
+        (c, token)
     }
 
     /// Create a session at `now`; its id and token.
@@ -93,11 +132,22 @@ impl Sm {
     }
 
     pub fn rotate_cmd(&mut self, presented: &Token) -> (Command, Token) {
-        let next = self.token();
         let rid = self.rid();
+        self.rotate_as(&rid, PRINCIPAL, presented)
+    }
+
+    /// A rotation of `presented` under `rid` sent by `principal`, with a freshly drawn
+    /// successor (so calling it again with the same arguments is a retry).
+    pub fn rotate_as(
+        &mut self,
+        rid: &RequestId,
+        principal: &str,
+        presented: &Token,
+    ) -> (Command, Token) {
+        let next = self.token();
         (
             Command::Rotate {
-                request_id: rid.key(),
+                request_id: rid.key(principal),
                 token_hash: presented.hash(),
                 new_token_hash: next.hash(),
                 sealed_successor: presented.seal(&next),
@@ -129,7 +179,7 @@ impl Sm {
         self.one(
             now,
             Command::Update {
-                request_id: rid.key(),
+                request_id: rid.key(PRINCIPAL),
                 target,
                 expected_version: expected,
                 data: Some(data.to_vec()),
@@ -143,7 +193,7 @@ impl Sm {
         self.one(
             now,
             Command::Revoke {
-                request_id: rid.key(),
+                request_id: rid.key(PRINCIPAL),
                 target,
                 reason: reason.into(),
             },
@@ -163,4 +213,72 @@ pub fn session_state(kv: &MemKv) -> Vec<(Cf, Vec<u8>, Vec<u8>)> {
             _ => true,
         })
         .collect()
+}
+
+/// What the client chose in `c`: the command with every value the leader draws per attempt
+/// (a create's id, token hash and sealed token; a rotation's successor) blanked. Two requests
+/// under one request key are the same request exactly when these are equal. A structural
+/// model, independent of how `dedup::fingerprint` encodes it.
+pub fn client_part(c: &Command) -> Command {
+    use sessiond_state::token::{SealedToken, TokenHash};
+    let mut c = c.clone();
+    match &mut c {
+        Command::Create {
+            id,
+            token_hash,
+            sealed_token,
+            ..
+        } => {
+            *id = SessionId([0; 16]);
+            *token_hash = TokenHash([0; 32]);
+            *sealed_token = SealedToken([0; 32]);
+        }
+        Command::Rotate {
+            new_token_hash,
+            sealed_successor,
+            ..
+        } => {
+            *new_token_hash = TokenHash([0; 32]);
+            *sealed_successor = SealedToken([0; 32]);
+        }
+        _ => {}
+    }
+    c
+}
+
+/// Whether `o` is the refusal a request id reused for another request or operation gets.
+pub fn is_reuse_refusal(o: &Outcome) -> bool {
+    use sessiond_state::command::SessionError;
+    use sessiond_state::dedup::{REUSED_FOR_ANOTHER_OPERATION, REUSED_FOR_ANOTHER_REQUEST};
+    matches!(o, Err(SessionError::InvalidArgument(m))
+        if m == REUSED_FOR_ANOTHER_REQUEST || m == REUSED_FOR_ANOTHER_OPERATION)
+}
+
+/// The request key `c` carries, if it is a mutation that has one.
+pub fn request_key(c: &Command) -> Option<sessiond_state::token::RequestKey> {
+    match c {
+        Command::Create { request_id, .. }
+        | Command::Rotate { request_id, .. }
+        | Command::Update { request_id, .. }
+        | Command::Revoke { request_id, .. }
+        | Command::RevokeUser { request_id, .. } => Some(*request_id),
+        _ => None,
+    }
+}
+
+/// Put `c` under another request key (no-op for commands without one).
+pub fn set_request_key(c: &mut Command, key: sessiond_state::token::RequestKey) {
+    match c {
+        Command::Create { request_id, .. }
+        | Command::Rotate { request_id, .. }
+        | Command::Update { request_id, .. }
+        | Command::Revoke { request_id, .. }
+        | Command::RevokeUser { request_id, .. } => *request_id = key,
+        _ => {}
+    }
+}
+
+/// What a replay of `o` must look like: the same answer, flagged as replayed.
+pub fn replayed(o: &Outcome) -> Outcome {
+    o.clone().map(Reply::into_replayed)
 }
