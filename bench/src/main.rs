@@ -46,6 +46,9 @@ enum Command {
         sessiond_bin: Option<PathBuf>,
         #[arg(long = "sessiond-flag", allow_hyphen_values = true)]
         sessiond_flags: Vec<String>,
+        /// Run sessiond without TLS and authentication (`--insecure`).
+        #[arg(long)]
+        plaintext: bool,
     },
     /// Draw the chart of a JSON result file.
     Chart {
@@ -102,6 +105,10 @@ struct RunArgs {
     /// Fail (exit 1) when a store asked for is not installed, instead of skipping it.
     #[arg(long)]
     require_all: bool,
+    /// Run sessiond without TLS and authentication (`--insecure`), to measure what they cost.
+    /// By default it runs as shipped: TLS, client certificates.
+    #[arg(long)]
+    plaintext: bool,
 }
 
 #[tokio::main]
@@ -125,6 +132,7 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             max_seconds,
             sessiond_bin,
             sessiond_flags,
+            plaintext,
         } => {
             let bin = sessiond_bin_or_default(sessiond_bin.as_ref())?;
             let r = scale::run(
@@ -134,6 +142,7 @@ async fn real_main() -> anyhow::Result<ExitCode> {
                 workers,
                 data_bytes,
                 Duration::from_secs(max_seconds),
+                plaintext,
             )
             .await?;
             println!("{}", serde_json::to_string_pretty(&r)?);
@@ -200,12 +209,14 @@ async fn start(name: &str, args: &RunArgs) -> anyhow::Result<(Servers, Backend, 
     match name {
         "sessiond" => {
             let bin = sessiond_bin_or_default(args.sessiond_bin.as_ref())?;
-            let servers = Servers::sessiond(&bin, 3, &args.sessiond_flags)?;
-            let b = backend::sessiond::Sessiond::connect(&servers.endpoints)?;
+            let servers = Servers::sessiond(&bin, 3, &args.sessiond_flags, args.plaintext)?;
+            let b =
+                backend::sessiond::Sessiond::connect(&servers.endpoints, servers.client_tls()?)?;
             let mut backend = Backend::Sessiond(b);
             ready(&mut backend, deadline).await?;
             let note = format!(
-                "sessiond: 3 nodes on loopback, every write replicated and synced (fsync of the Raft log) before it is acknowledged, linearizable gets (ReadIndex); get_stale reads the receiving node's state{}",
+                "sessiond: 3 nodes on loopback, {}, every write replicated and synced (fsync of the Raft log) before it is acknowledged, linearizable gets (ReadIndex); get_stale reads the receiving node's state{}",
+                if args.plaintext { "plaintext without authentication (--insecure)" } else { "TLS on client and peer ports, client certificates" },
                 if args.sessiond_flags.is_empty() { String::new() } else { format!("; flags {}", args.sessiond_flags.join(" ")) }
             );
             Ok((servers, backend, note))

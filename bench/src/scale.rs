@@ -43,8 +43,9 @@ fn table_bytes(text: &str) -> std::collections::BTreeMap<String, u64> {
         .collect()
 }
 
-async fn status(endpoint: &str) -> anyhow::Result<StatusResponse> {
-    let ch = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+async fn status(servers: &Servers, endpoint: &str) -> anyhow::Result<StatusResponse> {
+    let ch = servers
+        .endpoint(endpoint)?
         .connect_timeout(Duration::from_millis(500))
         .connect()
         .await?;
@@ -53,9 +54,9 @@ async fn status(endpoint: &str) -> anyhow::Result<StatusResponse> {
     Ok(ClusterClient::new(ch).status(req).await?.into_inner())
 }
 
-async fn leader(endpoints: &[String]) -> anyhow::Result<(usize, StatusResponse)> {
-    for (i, e) in endpoints.iter().enumerate() {
-        if let Ok(s) = status(e).await {
+async fn leader(servers: &Servers) -> anyhow::Result<(usize, StatusResponse)> {
+    for (i, e) in servers.endpoints.iter().enumerate() {
+        if let Ok(s) = status(servers, e).await {
             if s.role == Role::Leader as i32 {
                 return Ok((i, s));
             }
@@ -72,13 +73,14 @@ pub async fn run(
     workers: usize,
     data_bytes: usize,
     deadline: Duration,
+    plaintext: bool,
 ) -> anyhow::Result<ScaleReport> {
     let until = Instant::now() + deadline;
-    let mut servers = Servers::sessiond(bin, 3, flags)?;
-    let backend = Sessiond::connect(&servers.endpoints)?;
+    let mut servers = Servers::sessiond(bin, 3, flags, plaintext)?;
+    let backend = Sessiond::connect(&servers.endpoints, servers.client_tls()?)?;
     // Wait for a leader.
     loop {
-        if leader(&servers.endpoints).await.is_ok() {
+        if leader(&servers).await.is_ok() {
             break;
         }
         anyhow::ensure!(Instant::now() < until, "no leader");
@@ -113,10 +115,10 @@ pub async fn run(
     anyhow::ensure!(Instant::now() < until, "loading ran out of time");
 
     // Let every node apply everything, then measure memory and disk.
-    let (li, ls) = leader(&servers.endpoints).await?;
+    let (li, ls) = leader(&servers).await?;
     for e in &servers.endpoints {
         loop {
-            match status(e).await {
+            match status(&servers, e).await {
                 Ok(s) if s.applied_index >= ls.commit_index => break,
                 _ if Instant::now() > until => anyhow::bail!("a node never caught up"),
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -143,11 +145,11 @@ pub async fn run(
     // Restart a follower: SIGKILL, start, time until it has applied what was committed.
     let f = (li + 1) % 3;
     servers.kill(f).await?;
-    let target = leader(&servers.endpoints).await?.1.commit_index;
+    let target = leader(&servers).await?.1.commit_index;
     let restarted = Instant::now();
     servers.restart(f)?;
     loop {
-        match status(&servers.endpoints[f]).await {
+        match status(&servers, &servers.endpoints[f]).await {
             Ok(s) if s.applied_index >= target && s.leader_id != 0 => break,
             _ if Instant::now() > until => anyhow::bail!("the restarted node never caught up"),
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -156,10 +158,8 @@ pub async fn run(
     let restart_seconds = restarted.elapsed().as_secs_f64();
 
     // A fresh node: snapshot and purge first, so it can only catch up by snapshot.
-    let (li, _) = leader(&servers.endpoints).await?;
-    let ch = tonic::transport::Endpoint::from_shared(servers.endpoints[li].clone())?
-        .connect()
-        .await?;
+    let (li, _) = leader(&servers).await?;
+    let ch = servers.endpoint(&servers.endpoints[li])?.connect().await?;
     let mut admin = ClusterClient::new(ch);
     admin
         .trigger_snapshot(TriggerSnapshotRequest {})
@@ -187,7 +187,7 @@ pub async fn run(
         }
     }
     let catch_up_seconds = caught.elapsed().as_secs_f64();
-    let learner_snapshot_index = status(&endpoint).await?.snapshot_index;
+    let learner_snapshot_index = status(&servers, &endpoint).await?.snapshot_index;
     servers.stop().await;
     Ok(ScaleReport {
         sessions,

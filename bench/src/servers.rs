@@ -15,7 +15,16 @@ pub struct Servers {
     /// How each process was started, to start it again.
     specs: Vec<Spec>,
     dir: tempfile::TempDir,
+    /// sessiond over TLS: the certificates directory its nodes and the driver use.
+    certs: Option<PathBuf>,
 }
+
+/// The principal the driver authenticates as (every role).
+const PRINCIPAL: &str = "bench";
+
+/// Node certificates made for a sessiond cluster beyond its founding members (nodes added
+/// by `scale`).
+const SPARE_NODE_CERTS: usize = 2;
 
 struct Spec {
     program: PathBuf,
@@ -40,9 +49,19 @@ fn spawn(program: &Path, args: &[String], log: &Path) -> anyhow::Result<Child> {
         .with_context(|| format!("starting {}", program.display()))
 }
 
-/// `sessiond serve` on loopback ports `client`, `peer`, `metrics` with data in `data`.
-fn sessiond_args(id: usize, data: &Path, client: u16, peer: u16, metrics: u16) -> Vec<String> {
-    vec![
+/// `sessiond serve` on loopback ports `client`, `peer`, `metrics` with data in `data`, with
+/// the TLS material in `certs` (else `--insecure`).
+fn sessiond_args(
+    id: usize,
+    data: &Path,
+    (client, peer, metrics): (u16, u16, u16),
+    certs: Option<&Path>,
+) -> Vec<String> {
+    let security = match certs {
+        Some(dir) => vec!["--certs-dir".into(), dir.display().to_string()],
+        None => vec!["--insecure".into()],
+    };
+    let scheme = [
         "serve".into(),
         "--node-id".into(),
         id.to_string(),
@@ -54,7 +73,26 @@ fn sessiond_args(id: usize, data: &Path, client: u16, peer: u16, metrics: u16) -
         format!("127.0.0.1:{peer}"),
         "--metrics-addr".into(),
         format!("127.0.0.1:{metrics}"),
-    ]
+    ];
+    scheme.into_iter().chain(security).collect()
+}
+
+/// `sessiond certs local` for `nodes` nodes and the driver's principal, in `certs`.
+fn make_certs(bin: &Path, certs: &Path, nodes: usize) -> anyhow::Result<()> {
+    let out = std::process::Command::new(bin)
+        .arg("certs")
+        .arg("--certs-dir")
+        .arg(certs)
+        .args(["local", "--nodes", &nodes.to_string(), "--client"])
+        .arg(format!("{PRINCIPAL}=app+watch+operator"))
+        .output()
+        .with_context(|| format!("running {} certs", bin.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "sessiond certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// Find `name` on PATH (or take it as a path).
@@ -71,12 +109,27 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 impl Servers {
-    /// A 3-node sessiond cluster. Rotation is allowed back to back (the benchmark's workers
-    /// rotate one session repeatedly); every durability and correctness feature stays on.
-    pub fn sessiond(bin: &Path, nodes: usize, extra: &[String]) -> anyhow::Result<Servers> {
+    /// A sessiond cluster of `nodes` nodes, over TLS with client certificates unless
+    /// `plaintext` (`--insecure`, to measure what TLS costs). Rotation is allowed back to
+    /// back (the benchmark's workers rotate one session repeatedly); every durability and
+    /// correctness feature stays on.
+    pub fn sessiond(
+        bin: &Path,
+        nodes: usize,
+        extra: &[String],
+        plaintext: bool,
+    ) -> anyhow::Result<Servers> {
         let dir = tempfile::Builder::new()
             .prefix("bench-sessiond-")
             .tempdir()?;
+        let certs = if plaintext {
+            None
+        } else {
+            let certs = dir.path().join("certs");
+            make_certs(bin, &certs, nodes + SPARE_NODE_CERTS)?;
+            Some(certs)
+        };
+        let scheme = if plaintext { "http" } else { "https" };
         let ports: Vec<(u16, u16, u16)> = (0..nodes)
             .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
             .collect::<anyhow::Result<_>>()?;
@@ -92,7 +145,7 @@ impl Servers {
         for (i, (c, p, m)) in ports.iter().enumerate() {
             let id = i + 1;
             let data = dir.path().join(format!("n{id}"));
-            let mut args = sessiond_args(id, &data, *c, *p, *m);
+            let mut args = sessiond_args(id, &data, (*c, *p, *m), certs.as_deref());
             args.extend(["--initial-cluster".into(), initial.clone()]);
             args.extend(["--rotation-min-interval-ms".into(), "0".into()]);
             args.extend(extra.iter().cloned());
@@ -103,13 +156,42 @@ impl Servers {
                 args,
                 log,
             });
-            endpoints.push(format!("http://127.0.0.1:{c}"));
+            endpoints.push(format!("{scheme}://127.0.0.1:{c}"));
         }
         Ok(Servers {
             endpoints,
             children,
             specs,
             dir,
+            certs,
+        })
+    }
+
+    /// TLS settings of the driver's clients of a sessiond cluster over TLS.
+    pub fn client_tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let Some(certs) = &self.certs else {
+            return Ok(None);
+        };
+        let read = |name: String| {
+            std::fs::read(certs.join(&name)).with_context(|| format!("reading {name}"))
+        };
+        Ok(Some(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(read("ca.crt".into())?))
+                .identity(Identity::from_pem(
+                    read(format!("client-{PRINCIPAL}.crt"))?,
+                    read(format!("client-{PRINCIPAL}.key"))?,
+                )),
+        ))
+    }
+
+    /// An endpoint for `url` with the driver's TLS settings when the cluster has them.
+    pub fn endpoint(&self, url: &str) -> anyhow::Result<tonic::transport::Endpoint> {
+        let e = tonic::transport::Endpoint::from_shared(url.to_owned())?;
+        Ok(match self.client_tls()? {
+            Some(tls) => e.tls_config(tls)?,
+            None => e,
         })
     }
 
@@ -167,6 +249,7 @@ impl Servers {
             children,
             specs: Vec::new(),
             dir,
+            certs: None,
         })
     }
 
@@ -200,6 +283,7 @@ impl Servers {
             children: vec![child],
             specs: Vec::new(),
             dir,
+            certs: None,
         })
     }
 
@@ -248,7 +332,12 @@ impl Servers {
     pub fn add_sessiond(&mut self, bin: &Path) -> anyhow::Result<(String, String, String)> {
         let id = self.children.len() + 1;
         let (c, p, m) = (free_port()?, free_port()?, free_port()?);
-        let args = sessiond_args(id, &self.dir.path().join(format!("n{id}")), c, p, m);
+        let args = sessiond_args(
+            id,
+            &self.dir.path().join(format!("n{id}")),
+            (c, p, m),
+            self.certs.as_deref(),
+        );
         let log = self.dir.path().join(format!("n{id}.log"));
         self.children.push(spawn(bin, &args, &log)?);
         self.specs.push(Spec {
@@ -256,7 +345,12 @@ impl Servers {
             args,
             log,
         });
-        let endpoint = format!("http://127.0.0.1:{c}");
+        let scheme = if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let endpoint = format!("{scheme}://127.0.0.1:{c}");
         self.endpoints.push(endpoint.clone());
         Ok((endpoint, format!("127.0.0.1:{c}"), format!("127.0.0.1:{p}")))
     }
@@ -367,9 +461,10 @@ mod tests {
 
     #[test]
     fn reads_its_own_cpu_time() {
+        // black_box: an optimised build would fold the loop away and burn no time.
         let mut x = 0u64;
         for i in 0..20_000_000u64 {
-            x = x.wrapping_add(i * i);
+            x = std::hint::black_box(x.wrapping_add(i * i));
         }
         assert!(x > 0);
         let s = proc_cpu_seconds(std::process::id()).unwrap();

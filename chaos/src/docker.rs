@@ -148,7 +148,7 @@ impl DockerCluster {
                     id,
                     client_addr: format!("{container_name}:{CLIENT_PORT}"),
                     peer_addr: format!("{container_name}:{PEER_PORT}"),
-                    endpoint: format!("http://127.0.0.1:{host_port}"),
+                    endpoint: format!("https://127.0.0.1:{host_port}"),
                 },
                 container_name,
                 data_dir,
@@ -185,6 +185,8 @@ impl DockerCluster {
             m.spec.client_addr.clone(),
             "--advertise-peer-addr".into(),
             m.spec.peer_addr.clone(),
+            "--certs-dir".into(),
+            "/certs".into(),
         ];
         if !m.initial.is_empty() {
             args.push("--initial-cluster".into());
@@ -192,12 +194,14 @@ impl DockerCluster {
         }
         args.extend(self.opts.flags.iter().cloned());
         let host_port = m.host_port.to_string();
+        let certs = crate::secure::certs_dir()?.display().to_string();
         let container = GenericImage::new(repo, tag)
             .with_network(self.network.clone())
             .with_container_name(m.container_name.clone())
             .with_hostname(m.container_name.clone())
             .with_label("sessiond-chaos", self.opts.name.clone())
             .with_mount(Mount::bind_mount(m.data_dir.display().to_string(), "/data"))
+            .with_mount(Mount::bind_mount(certs, "/certs"))
             .with_env_var("RUST_LOG", "info,openraft=warn")
             .with_cmd(args)
             .with_startup_timeout(Duration::from_secs(60))

@@ -133,7 +133,7 @@ impl InprocCluster {
         Ok((
             NodeSpec {
                 id,
-                endpoint: format!("http://{client}"),
+                endpoint: format!("https://{client}"),
                 client_addr: client,
                 peer_addr: peer,
             },
@@ -155,6 +155,8 @@ impl InprocCluster {
             m.spec.peer_addr.clone(),
             "--metrics-addr".into(),
             m.metrics_addr.clone(),
+            "--certs-dir".into(),
+            crate::secure::certs_dir()?.display().to_string(),
         ];
         if !m.initial.is_empty() {
             args.push("--initial-cluster".into());
@@ -164,7 +166,7 @@ impl InprocCluster {
         let cli = sessiond::config::Cli::try_parse_from(&args).context("node flags")?;
         match cli.command {
             sessiond::config::Command::Serve(a) => a.resolve(),
-            sessiond::config::Command::Dev(_) => anyhow::bail!("not a serve command"),
+            _ => anyhow::bail!("not a serve command"),
         }
     }
 

@@ -21,3 +21,4 @@ pub mod nemesis;
 pub mod policy;
 pub mod probe;
 pub mod run;
+pub mod secure;

@@ -94,7 +94,7 @@ impl Schedule {
 /// The status of every reachable node.
 pub async fn statuses(nodes: &[NodeSpec]) -> Vec<StatusResponse> {
     let asks = nodes.iter().map(|n| async move {
-        let ch = tonic::transport::Endpoint::from_shared(n.endpoint.clone())
+        let ch = crate::secure::endpoint(&n.endpoint)
             .ok()?
             .connect_timeout(Duration::from_millis(300))
             .connect()
@@ -356,8 +356,8 @@ impl Nemesis {
             .cloned()
             .ok_or_else(|| FaultError::Failed("leader not among the nodes".into()))?;
         let fresh = cluster.start_fresh().await?;
-        let ch = tonic::transport::Endpoint::from_shared(leader_spec.endpoint.clone())
-            .map_err(|e| FaultError::Failed(e.to_string()))?
+        let ch = crate::secure::endpoint(&leader_spec.endpoint)
+            .map_err(|e| FaultError::Failed(format!("{e:#}")))?
             .connect_timeout(Duration::from_millis(500))
             .connect()
             .await

@@ -1,8 +1,11 @@
 //! A web app's session handling with sessiond: log in, validate on every request (rotating
 //! when the browser presents a superseded token), and log out.
 //!
-//! Run a local cluster (`sessiond dev`), then:
-//! `cargo run -p sessiond-client --example axum_sessions -- 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003`
+//! Run a local cluster (`sessiond dev`), export the `SESSIOND_*` variables it prints (the
+//! endpoints, the cluster CA and a client certificate; or `SESSIOND_TOKEN_FILE` for a bearer
+//! credential), then:
+//! `cargo run -p sessiond-client --example axum_sessions`
+//! (an argument `host:port,host:port` overrides `SESSIOND_ENDPOINTS`)
 //! and try `curl -c jar -b jar -X POST localhost:3000/login?user=alice`, `curl -b jar localhost:3000/me`.
 
 use axum::extract::{Query, State};
@@ -10,7 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use sessiond_client::{Client, Consistency, Error, NewSession, SessionRef};
+use sessiond_client::{Client, Consistency, Error, NewSession, SecurityFiles, SessionRef};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -38,6 +41,8 @@ fn reject(e: Error) -> Response {
             (StatusCode::UNAUTHORIZED, "please log in\n").into_response()
         }
         Error::InvalidArgument(m) => (StatusCode::BAD_REQUEST, m).into_response(),
+        // Unauthenticated, PermissionDenied and Tls are this app's own misconfiguration: log
+        // them and fix the deployment, the user can do nothing about them.
         other => (StatusCode::SERVICE_UNAVAILABLE, other.to_string()).into_response(),
     }
 }
@@ -99,10 +104,14 @@ async fn logout(State(c): State<Client>, headers: HeaderMap) -> Response {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let endpoints = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into());
-    let client = Client::builder(endpoints.split(',').map(str::to_string)).build()?;
+    // The CA and credential always come from the environment; so do the endpoints, unless
+    // given as an argument.
+    let client = match std::env::args().nth(1) {
+        Some(endpoints) => Client::builder(endpoints.split(',').map(str::to_string))
+            .security_files(&SecurityFiles::from_lookup(|k| std::env::var_os(k)))?
+            .build()?,
+        None => Client::from_env()?,
+    };
     let app = Router::new()
         .route("/login", post(login))
         .route("/me", get(me))

@@ -27,6 +27,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Run a local N-node cluster of child processes on 127.0.0.1 until Ctrl-C.
     Dev(DevArgs),
+    /// Create a cluster's certificates, credentials and seal key.
+    Certs(crate::certs::CertsArgs),
 }
 
 /// Log line format.
@@ -156,6 +158,33 @@ pub struct ServeArgs {
     /// share a machine's cores.
     #[arg(long, env = "SESSIOND_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+
+    /// Directory made by `sessiond certs`: `ca.crt`, `node-<id>.crt`/`.key`, `access.toml`,
+    /// `seal.key`. The flags below override single files.
+    #[arg(long, env = "SESSIOND_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// The cluster CA certificate (PEM): peers and client certificates must chain to it.
+    #[arg(long, env = "SESSIOND_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// This node's certificate (PEM), naming `node-<id>.sessiond` and its hosts.
+    #[arg(long, env = "SESSIOND_NODE_CERT")]
+    pub cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "SESSIOND_NODE_KEY")]
+    pub key: Option<PathBuf>,
+    /// The access list (TOML): principals, their roles and bearer credential hashes.
+    #[arg(long, env = "SESSIOND_ACCESS_FILE")]
+    pub access_file: Option<PathBuf>,
+    /// The cluster's seal key (the same file on every node).
+    #[arg(long, env = "SESSIOND_SEAL_KEY")]
+    pub seal_key: Option<PathBuf>,
+    /// Run without TLS and without authentication: anyone who reaches a port can read and
+    /// write every session and change the membership. Only for tests on a private machine.
+    #[arg(long, env = "SESSIOND_INSECURE")]
+    pub insecure: bool,
+    /// Serve the HTTP port (health, readiness, metrics) over TLS with the node's certificate.
+    #[arg(long, env = "SESSIOND_METRICS_TLS")]
+    pub metrics_tls: bool,
 }
 
 /// The TOML file: the same names as the flags, with `_`.
@@ -194,6 +223,33 @@ struct FileConfig {
     write_buffer_mib: Option<usize>,
     block_cache_mib: Option<usize>,
     worker_threads: Option<usize>,
+    certs_dir: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    access_file: Option<PathBuf>,
+    seal_key: Option<PathBuf>,
+    insecure: Option<bool>,
+    metrics_tls: Option<bool>,
+}
+
+/// Where a secure node's TLS material and access list are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityFiles {
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub access_file: PathBuf,
+    pub seal_key: PathBuf,
+}
+
+/// Whether the node runs with TLS and authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Security {
+    /// TLS on every port, mutual TLS between peers, every client call authenticated.
+    Tls(SecurityFiles),
+    /// `--insecure`: plaintext, no authentication.
+    Insecure,
 }
 
 /// Resolved configuration of one node.
@@ -224,6 +280,9 @@ pub struct NodeConfig {
     pub store: Tuning,
     /// None: one per core.
     pub worker_threads: Option<usize>,
+    pub security: Security,
+    /// Serve the HTTP port over TLS.
+    pub metrics_tls: bool,
 }
 
 macro_rules! pick {
@@ -323,6 +382,12 @@ impl ServeArgs {
             bail!("--worker-threads must be at least 1");
         }
 
+        let security = self.security(&file, node_id)?;
+        let metrics_tls = self.metrics_tls || file.metrics_tls.unwrap_or(false);
+        if metrics_tls && security == Security::Insecure {
+            bail!("--metrics-tls needs the node's TLS material, not --insecure");
+        }
+
         Ok(NodeConfig {
             node_id,
             data_dir,
@@ -353,7 +418,47 @@ impl ServeArgs {
                 .unwrap_or(election_timeout_max_ms),
             store,
             worker_threads,
+            security,
+            metrics_tls,
         })
+    }
+
+    /// TLS files from the flags, the file config and `--certs-dir`; or `--insecure`.
+    fn security(&self, file: &FileConfig, node_id: u64) -> anyhow::Result<Security> {
+        let insecure = self.insecure || file.insecure.unwrap_or(false);
+        let dir = pick!(self, file, certs_dir);
+        let named = |explicit: Option<PathBuf>, name: String| -> Option<PathBuf> {
+            explicit.or_else(|| dir.as_ref().map(|d| d.join(name)))
+        };
+        let files = (
+            named(pick!(self, file, ca_cert), "ca.crt".into()),
+            named(pick!(self, file, cert), format!("node-{node_id}.crt")),
+            named(pick!(self, file, key), format!("node-{node_id}.key")),
+            named(pick!(self, file, access_file), "access.toml".into()),
+            named(pick!(self, file, seal_key), "seal.key".into()),
+        );
+        match (insecure, files) {
+            (true, (None, None, None, None, None)) => Ok(Security::Insecure),
+            (true, _) => bail!("--insecure was given together with TLS files; choose one"),
+            (false, (Some(ca_cert), Some(cert), Some(key), Some(access_file), Some(seal_key))) => {
+                Ok(Security::Tls(SecurityFiles {
+                    ca_cert,
+                    cert,
+                    key,
+                    access_file,
+                    seal_key,
+                }))
+            }
+            (false, (None, None, None, None, None)) => bail!(
+                "no TLS material: give --certs-dir DIR (create one with `sessiond certs`), or \
+                 --insecure to run without TLS and authentication (tests on a private machine only)"
+            ),
+            (false, _) => bail!(
+                "incomplete TLS material: --ca-cert, --cert, --key, --access-file and --seal-key \
+                 are all needed (or --certs-dir holding ca.crt, node-{node_id}.crt, \
+                 node-{node_id}.key, access.toml and seal.key)"
+            ),
+        }
     }
 }
 
@@ -419,7 +524,14 @@ mod tests {
         a.data_dir = Some("/tmp/x".into());
         a.client_addr = Some("127.0.0.1:1".parse().unwrap());
         a.peer_addr = Some("127.0.0.1:2".parse().unwrap());
+        let err = a.resolve().unwrap_err().to_string();
+        assert!(
+            err.contains("--insecure") && err.contains("sessiond certs"),
+            "{err}"
+        );
+        a.insecure = true;
         let c = a.resolve().unwrap();
+        assert_eq!(c.security, Security::Insecure);
         assert_eq!(c.policy, Policy::default());
         a.grace_window_ms = Some(5_000);
         assert_eq!(a.resolve().unwrap().policy.rotation_min_interval_ms, 5_000);
@@ -447,7 +559,8 @@ mod tests {
         std::fs::write(
             &path,
             "node_id = 2\ndata_dir = \"/var/lib/s\"\nclient_addr = \"127.0.0.1:7002\"\n\
-             peer_addr = \"127.0.0.1:7102\"\ngrace_window_ms = 9000\nreuse_policy = \"reject\"\n",
+             peer_addr = \"127.0.0.1:7102\"\ngrace_window_ms = 9000\nreuse_policy = \"reject\"\n\
+             certs_dir = \"/etc/sessiond/certs\"\n",
         )
         .unwrap();
         let mut a = ServeArgs {
@@ -463,6 +576,19 @@ mod tests {
             "the flag wins over the file"
         );
         assert_eq!(c.policy.reuse_policy, ReusePolicy::Reject);
+        match &c.security {
+            Security::Tls(f) => {
+                assert_eq!(f.cert, PathBuf::from("/etc/sessiond/certs/node-2.crt"));
+                assert_eq!(
+                    f.access_file,
+                    PathBuf::from("/etc/sessiond/certs/access.toml")
+                );
+            }
+            Security::Insecure => panic!("the file names a certs dir"),
+        }
+        a.insecure = true;
+        assert!(a.resolve().is_err(), "--insecure together with TLS files");
+        a.insecure = false;
         std::fs::write(&path, "node_idd = 2\n").unwrap();
         assert!(a.resolve().is_err(), "unknown keys are refused");
         let _ = std::fs::remove_dir_all(&dir);

@@ -1,7 +1,10 @@
 //! `sessiond dev`: a local N-node cluster of child processes on 127.0.0.1, for trying the
 //! store out and for developing against it. Each node is a real `sessiond serve` process
 //! with its own data directory; stopping with Ctrl-C stops them all, and running the command
-//! again restarts the same cluster from its data.
+//! again restarts the same cluster from its data. It is secure like any cluster: it makes a
+//! throwaway CA, node certificates and a client certificate with every role in
+//! `<data-dir>/certs` (kept across runs) and prints the line that points `sessionctl` and
+//! `Client::from_env()` at them.
 
 use crate::config::DevArgs;
 use anyhow::{bail, Context};
@@ -30,7 +33,16 @@ fn ports(args: &DevArgs, id: u64) -> anyhow::Result<DevNode> {
     })
 }
 
-fn spawn(exe: &Path, node: &DevNode, initial: &str, dir: &Path) -> anyhow::Result<Child> {
+/// The client principal `sessiond dev` makes, with every role.
+pub const DEV_CLIENT: &str = "dev";
+
+fn spawn(
+    exe: &Path,
+    node: &DevNode,
+    initial: &str,
+    dir: &Path,
+    certs: &Path,
+) -> anyhow::Result<Child> {
     let data = dir.join(format!("node{}", node.id));
     std::fs::create_dir_all(&data)?;
     let log = std::fs::File::create(dir.join(format!("node{}.log", node.id)))?;
@@ -43,6 +55,8 @@ fn spawn(exe: &Path, node: &DevNode, initial: &str, dir: &Path) -> anyhow::Resul
         .args(["--peer-addr", &node.peer])
         .args(["--metrics-addr", &node.http])
         .args(["--initial-cluster", initial])
+        .arg("--certs-dir")
+        .arg(certs)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -68,9 +82,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .map(|n| format!("{}={}", n.id, n.peer))
         .collect::<Vec<_>>()
         .join(",");
+    let certs = std::path::absolute(args.data_dir.join("certs"))
+        .context("locating the certificates directory")?;
+    crate::certs::ensure_local(
+        &certs,
+        args.nodes,
+        &["127.0.0.1".to_owned(), "localhost".to_owned()],
+        &[(
+            DEV_CLIENT.to_owned(),
+            vec![
+                sessiond_security::Role::App,
+                sessiond_security::Role::Watch,
+                sessiond_security::Role::Operator,
+            ],
+        )],
+    )?;
     let mut children = Vec::new();
     for n in &nodes {
-        children.push(spawn(&exe, n, &initial, &args.data_dir)?);
+        children.push(spawn(&exe, n, &initial, &args.data_dir, &certs)?);
     }
     println!(
         "sessiond dev cluster: {} nodes, data and logs in {}",
@@ -89,6 +118,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(",");
     println!("endpoints: {endpoints}");
+    println!("TLS and authentication are on; for sessionctl and Client::from_env():");
+    println!(
+        "  export SESSIOND_ENDPOINTS={endpoints} SESSIOND_CA={} SESSIOND_CERT={} SESSIOND_KEY={}",
+        certs.join(sessiond_security::certs::CA_CERT).display(),
+        certs
+            .join(sessiond_security::certs::client_cert_file(DEV_CLIENT))
+            .display(),
+        certs
+            .join(sessiond_security::certs::client_key_file(DEV_CLIENT))
+            .display(),
+    );
     println!("press Ctrl-C to stop");
 
     let mut exited = vec![false; children.len()];

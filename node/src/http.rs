@@ -70,14 +70,60 @@ async fn metrics(State(h): State<Http>) -> String {
     h.metrics.render(&h.raft, &h.state)
 }
 
-/// Serve the HTTP surface on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, http: Http) -> anyhow::Result<()> {
+/// Serve the HTTP surface on `addr` until the process ends: over TLS with `tls` (the node's
+/// certificate; no client certificate asked for), else plaintext.
+pub async fn serve(
+    addr: SocketAddr,
+    http: Http,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(http);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await?;
+    match tls {
+        None => axum::serve(listener, app).await?,
+        Some(config) => {
+            let local = listener.local_addr()?;
+            let incoming = crate::tls::incoming(listener, config, "http");
+            axum::serve(TlsListener { incoming, local }, app).await?
+        }
+    }
     Ok(())
+}
+
+/// Handshaken TLS connections as an axum listener.
+struct TlsListener {
+    incoming: tokio_stream::wrappers::ReceiverStream<
+        std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    >,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        use tokio_stream::StreamExt;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(stream)) => {
+                    let Ok(peer) = stream.get_ref().0.peer_addr() else {
+                        continue;
+                    };
+                    return (stream, peer);
+                }
+                Some(Err(_)) => continue,
+                // The accept loop ended with the runtime: nothing more will come.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
 }

@@ -1,4 +1,4 @@
-//! `sessiond`: run a node (`serve`) or a local cluster (`dev`).
+//! `sessiond`: run a node (`serve`), a local cluster (`dev`), or make certificates (`certs`).
 
 use clap::Parser;
 use sessiond::config::{Cli, Command, LogFormat};
@@ -31,6 +31,7 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Command::Dev(args) => runtime(None)?.block_on(sessiond::dev::run(args)),
+        Command::Certs(args) => sessiond::certs::run(args),
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Metrics {
     is_leader: IntGauge,
     rows: IntGaugeVec,
     table_bytes: IntGaugeVec,
+    auth_refused: IntCounterVec,
+    insecure: IntGauge,
 }
 
 fn outcome_label(o: &Outcome) -> &'static str {
@@ -134,6 +136,19 @@ impl Metrics {
         )?;
         registry.register(Box::new(rows.clone()))?;
         registry.register(Box::new(table_bytes.clone()))?;
+        let auth_refused = IntCounterVec::new(
+            Opts::new(
+                "auth_refused_total",
+                "Calls refused before any handler ran, by reason",
+            ),
+            &["reason"],
+        )?;
+        let insecure = IntGauge::new(
+            "insecure",
+            "1 when the node runs --insecure: no TLS, no authentication",
+        )?;
+        registry.register(Box::new(auth_refused.clone()))?;
+        registry.register(Box::new(insecure.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -150,7 +165,25 @@ impl Metrics {
             is_leader,
             rows,
             table_bytes,
+            auth_refused,
+            insecure,
         })
+    }
+
+    /// Count a call the authentication layer refused (the label is the failure kind only,
+    /// never anything the caller presented).
+    pub fn auth_refused(&self, kind: crate::api::error::Kind) {
+        let reason = match kind {
+            crate::api::error::Kind::Unauthenticated => "unauthenticated",
+            crate::api::error::Kind::PermissionDenied => "permission_denied",
+            _ => "other",
+        };
+        self.auth_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Record that this node runs without TLS and authentication.
+    pub fn set_insecure(&self, insecure: bool) {
+        self.insecure.set(i64::from(insecure));
     }
 
     /// Refresh the gauges and render everything in the Prometheus text format.

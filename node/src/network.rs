@@ -2,8 +2,14 @@
 //! ([`PeerNetwork`]), and the server side on the peer port ([`PeerService`]).
 //!
 //! openraft's messages travel as postcard bytes inside a small envelope that names the
-//! intended node, so a message that reaches the wrong node (a reused address, a
-//! misconfigured peer list) is refused rather than applied.
+//! intended node and the sender, so a message that reaches the wrong node (a reused address,
+//! a misconfigured peer list) is refused rather than applied.
+//!
+//! With TLS (the default), the peer port accepts only connections whose client certificate
+//! chains to the cluster CA and names a node id (`node-<id>.sessiond`); the sender id of every
+//! envelope, and the leader or candidate named inside a Raft message, must be that id. A node
+//! dials a peer expecting the peer's own node name, so another node's certificate cannot
+//! answer for it. The same channels carry calls forwarded to the leader's client port.
 
 use crate::freshness::Freshness;
 use crate::raft_types::{NodeId, NodeInfo, Raft, TypeConfig};
@@ -22,6 +28,7 @@ use sessiond_proto::v1::{InfoReply, InfoRequest, RaftReply, RaftRequest};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Channel, Endpoint};
 
 /// Largest message on the peer port: big enough for a full AppendEntries batch or snapshot chunk.
@@ -58,19 +65,27 @@ pub trait LinkFilter: Send + Sync + 'static {
     fn link(&self, from: NodeId, to: NodeId) -> Link;
 }
 
-/// Cached gRPC channels to peers, one per address, shared by every replication stream.
+/// Cached gRPC channels to peers, one per node and address, shared by every replication
+/// stream and by forwarding.
 #[derive(Clone, Default)]
 pub struct Channels {
-    inner: Arc<Mutex<HashMap<String, Channel>>>,
+    inner: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
     filter: Option<Arc<dyn LinkFilter>>,
+    /// This node's client side of peer mutual TLS; `None` with `--insecure`.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Channels {
-    /// Channels whose messages pass through `filter` (see [`LinkFilter`]).
-    pub fn with_filter(filter: Arc<dyn LinkFilter>) -> Self {
+    /// Channels that dial peers over TLS with `tls` (`None`: plaintext) and pass their
+    /// messages through `filter` when one is given (see [`LinkFilter`]).
+    pub fn new(
+        tls: Option<Arc<rustls::ClientConfig>>,
+        filter: Option<Arc<dyn LinkFilter>>,
+    ) -> Self {
         Channels {
             inner: Arc::default(),
-            filter: Some(filter),
+            filter,
+            tls,
         }
     }
 
@@ -82,13 +97,15 @@ impl Channels {
         }
     }
 
-    /// The channel to `addr` (`host:port`), created lazily and reused.
-    pub fn get(&self, addr: &str) -> Result<Channel, PeerError> {
+    /// The channel to node `id` at `addr` (`host:port`), created lazily and reused. Over
+    /// TLS the peer must present the certificate of node `id`.
+    pub fn get(&self, id: NodeId, addr: &str) -> Result<Channel, PeerError> {
         let mut map = self
             .inner
             .lock()
             .map_err(|_| PeerError::Refused("channel cache poisoned".into()))?;
-        if let Some(ch) = map.get(addr) {
+        let key = (id, addr.to_string());
+        if let Some(ch) = map.get(&key) {
             return Ok(ch.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
@@ -97,10 +114,41 @@ impl Channels {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let ch = endpoint.connect_lazy();
-        map.insert(addr.to_string(), ch.clone());
+        let ch = match &self.tls {
+            None => endpoint.connect_lazy(),
+            Some(config) => endpoint.connect_with_connector_lazy(tls_connector(
+                config.clone(),
+                sessiond_security::tls::peer_server_name(id),
+            )),
+        };
+        map.insert(key, ch.clone());
         Ok(ch)
     }
+}
+
+/// Dials TCP, then TLS expecting `name` (the peer's node name) and offering h2.
+fn tls_connector(
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+) -> impl tower::Service<
+    http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
+       + Send {
+    let connector = tokio_rustls::TlsConnector::from(config);
+    tower::service_fn(move |uri: http::Uri| {
+        let (connector, name) = (connector.clone(), name.clone());
+        async move {
+            let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        }
+    })
 }
 
 /// openraft's network factory: hands out a client per target node.
@@ -185,7 +233,7 @@ impl PeerClient {
         }
         let channel = self
             .channels
-            .get(&self.node.peer_addr)
+            .get(self.target, &self.node.peer_addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -301,13 +349,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// Ask the node behind a peer address who it is (used while bootstrapping).
+/// Ask node `id` behind a peer address who it is (used while bootstrapping).
 pub async fn peer_info(
     channels: &Channels,
+    id: NodeId,
     addr: &str,
     timeout: Duration,
 ) -> Result<InfoReply, PeerError> {
-    let channel = channels.get(addr)?;
+    let channel = channels.get(id, addr)?;
     let mut client = RaftClient::new(channel);
     let mut req = tonic::Request::new(InfoRequest {});
     req.set_timeout(timeout);
@@ -325,27 +374,76 @@ pub struct PeerService {
     info: NodeInfo,
     raft: Raft,
     freshness: Freshness,
+    /// Whether senders are authenticated by their node certificates (false: `--insecure`).
+    authenticated: bool,
+}
+
+/// The node id named by the verified client certificate of the connection `req` came on.
+fn sender_certificate_id<T>(req: &tonic::Request<T>) -> Option<NodeId> {
+    let certs = req
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    sessiond_security::identity::node_id_of(certs.first()?)
 }
 
 impl PeerService {
-    /// Serve Raft traffic for `raft`, which is node `node_id` reachable at `info`.
-    pub fn new(node_id: NodeId, info: NodeInfo, raft: Raft, freshness: Freshness) -> Self {
+    /// Serve Raft traffic for `raft`, which is node `node_id` reachable at `info`; with
+    /// `authenticated`, only from senders whose certificate names the envelope's sender.
+    pub fn new(
+        node_id: NodeId,
+        info: NodeInfo,
+        raft: Raft,
+        freshness: Freshness,
+        authenticated: bool,
+    ) -> Self {
         PeerService {
             node_id,
             info,
             raft,
             freshness,
+            authenticated,
         }
     }
 
-    fn open<T: DeserializeOwned>(&self, req: RaftRequest) -> Result<T, tonic::Status> {
+    /// Check the envelope against this node and the sender's certificate, and decode it.
+    /// `claimed` names the node the message itself speaks for (leader or candidate).
+    fn open<T: DeserializeOwned>(
+        &self,
+        request: tonic::Request<RaftRequest>,
+        claimed: impl FnOnce(&T) -> NodeId,
+    ) -> Result<T, tonic::Status> {
+        let certified = sender_certificate_id(&request);
+        let req = request.into_inner();
         if req.target_node_id != self.node_id {
             return Err(tonic::Status::failed_precondition(format!(
                 "message for node {} reached node {}",
                 req.target_node_id, self.node_id
             )));
         }
-        decode(&req.payload).map_err(|e| tonic::Status::invalid_argument(e.to_string()))
+        if self.authenticated && certified != Some(req.from_node_id) {
+            tracing::warn!(
+                claimed_sender = req.from_node_id,
+                certificate = ?certified,
+                "refused a peer message whose sender is not the certificate's node"
+            );
+            return Err(tonic::Status::permission_denied(format!(
+                "sender {} is not the node named by the connection's certificate",
+                req.from_node_id
+            )));
+        }
+        let msg: T =
+            decode(&req.payload).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        if self.authenticated && claimed(&msg) != req.from_node_id {
+            tracing::warn!(
+                sender = req.from_node_id,
+                "refused a peer message speaking for another node"
+            );
+            return Err(tonic::Status::permission_denied(
+                "a node may only speak for itself",
+            ));
+        }
+        Ok(msg)
     }
 
     fn reply<T: Serialize>(v: &T) -> Result<tonic::Response<RaftReply>, tonic::Status> {
@@ -360,7 +458,10 @@ impl sessiond_proto::v1::raft_server::Raft for PeerService {
         &self,
         request: tonic::Request<RaftRequest>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
-        let req: AppendEntriesRequest<TypeConfig> = self.open(request.into_inner())?;
+        let req: AppendEntriesRequest<TypeConfig> = self
+            .open(request, |r: &AppendEntriesRequest<TypeConfig>| {
+                r.vote.leader_id().voted_for().unwrap_or(0)
+            })?;
         let result = self.raft.append_entries(req).await;
         if matches!(
             result,
@@ -378,7 +479,9 @@ impl sessiond_proto::v1::raft_server::Raft for PeerService {
         &self,
         request: tonic::Request<RaftRequest>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
-        let req: VoteRequest<NodeId> = self.open(request.into_inner())?;
+        let req: VoteRequest<NodeId> = self.open(request, |r: &VoteRequest<NodeId>| {
+            r.vote.leader_id().voted_for().unwrap_or(0)
+        })?;
         Self::reply(&self.raft.vote(req).await)
     }
 
@@ -386,7 +489,10 @@ impl sessiond_proto::v1::raft_server::Raft for PeerService {
         &self,
         request: tonic::Request<RaftRequest>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
-        let req: InstallSnapshotRequest<TypeConfig> = self.open(request.into_inner())?;
+        let req: InstallSnapshotRequest<TypeConfig> = self
+            .open(request, |r: &InstallSnapshotRequest<TypeConfig>| {
+                r.vote.leader_id().voted_for().unwrap_or(0)
+            })?;
         Self::reply(&self.raft.install_snapshot(req).await)
     }
 

@@ -2,10 +2,13 @@
 //! barrier, the expiry sweeper, and bootstrapping a new cluster.
 
 use crate::api::cluster::ClusterService;
+use crate::api::grpc::SessionsGrpc;
 use crate::api::route::{Router, MAX_CLIENT_MESSAGE_BYTES};
-use crate::api::sessions::SessionsService;
+use crate::api::sessions::SessionsCore;
+use crate::auth::AuthLayer;
 use crate::batcher::{BatchLimits, Proposer};
 use crate::config::NodeConfig;
+use crate::credentials::NodeCredentials;
 use crate::freshness::Freshness;
 use crate::metrics::{Metrics, TimingLayer};
 use crate::network::{
@@ -53,7 +56,45 @@ pub struct NodeHooks {
 pub struct Node {
     pub id: NodeId,
     pub raft: Raft,
+    credentials: Arc<NodeCredentials>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Serve `router` on `listener`: over TLS with `tls`, else plaintext.
+async fn serve<L>(
+    router: tonic::transport::server::Router<L>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    what: &'static str,
+) where
+    L: tower::Layer<tonic::service::Routes> + Clone + Send + 'static,
+    L::Service: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        > + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let served = match tls {
+        Some(config) => {
+            router
+                .serve_with_incoming(crate::tls::incoming(listener, config, what))
+                .await
+        }
+        // Nagle's algorithm on accepted sockets would hold small replies back until the
+        // peer's delayed ACK (~40 ms); `Server::tcp_nodelay` only covers `serve()`.
+        None => {
+            router
+                .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+                .await
+        }
+    };
+    if let Err(e) = served {
+        tracing::error!(port = what, error = %e, "server stopped");
+    }
 }
 
 impl Node {
@@ -68,11 +109,16 @@ impl Node {
         let observer: Arc<dyn Observer> = metrics.clone();
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+        let credentials = Arc::new(NodeCredentials::load(&cfg.security, cfg.node_id)?);
+        metrics.set_insecure(credentials.insecure());
+        if credentials.insecure() {
+            tracing::warn!(
+                "running with --insecure: no TLS and no authentication; anyone who reaches \
+                 the client or peer port can read and change every session and the membership"
+            );
+        }
         let (log, machine, state) = Store::open_tuned(&cfg.data_dir, cfg.store)?;
-        let channels = match hooks.link_filter {
-            Some(f) => Channels::with_filter(f),
-            None => Channels::default(),
-        };
+        let channels = Channels::new(credentials.peer_client(), hooks.link_filter);
         let freshness = Freshness::new(cfg.stale_read_bound_ms);
         let raft = Raft::new(
             cfg.node_id,
@@ -97,21 +143,17 @@ impl Node {
             me.clone(),
             raft.clone(),
             freshness.clone(),
+            !credentials.insecure(),
         ))
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-        tasks.push(tokio::spawn(async move {
-            // Nagle's algorithm on accepted sockets would hold small replies back until the
-            // peer's delayed ACK (~40 ms); `Server::tcp_nodelay` only covers `serve()`.
-            let incoming = TcpIncoming::from(peer_listener).with_nodelay(Some(true));
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(peer)
-                .serve_with_incoming(incoming)
-                .await
-            {
-                tracing::error!(error = %e, "peer server stopped");
-            }
-        }));
+        let peer_tls = credentials.peer_server();
+        tasks.push(tokio::spawn(serve(
+            tonic::transport::Server::builder().add_service(peer),
+            peer_listener,
+            peer_tls,
+            "peer",
+        )));
 
         let proposer = Proposer::spawn(
             raft.clone(),
@@ -131,26 +173,28 @@ impl Node {
             channels.clone(),
             Duration::from_millis(cfg.request_timeout_ms),
         );
-        let sessions = SessionsService {
-            router: router.clone(),
-            proposer: proposer.clone(),
-            reads,
-            state: state.clone(),
-            bootstrap_policy: cfg.policy.clone(),
-            observer: observer.clone(),
-            freshness,
+        let sessions = SessionsGrpc {
+            core: SessionsCore {
+                router: router.clone(),
+                proposer: proposer.clone(),
+                reads,
+                state: state.clone(),
+                bootstrap_policy: cfg.policy.clone(),
+                observer: observer.clone(),
+                freshness,
+                seal_key: credentials.seal_key(),
+            },
         };
         let cluster = ClusterService {
             id: cfg.node_id,
             raft: raft.clone(),
             router,
             state: state.clone(),
+            insecure: credentials.insecure(),
         };
         // grpc.health.v1 and server reflection, so standard tools work without the .proto files.
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<SessionsServer<SessionsService>>()
-            .await;
+        health.set_serving::<SessionsServer<SessionsGrpc>>().await;
         health.set_serving::<ClusterServer<ClusterService>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(sessiond_proto::FILE_DESCRIPTOR_SET)
@@ -161,26 +205,37 @@ impl Node {
             .await
             .with_context(|| format!("binding client address {}", cfg.client_addr))?;
         let timing = TimingLayer(metrics.clone());
-        tasks.push(tokio::spawn(async move {
-            let incoming = TcpIncoming::from(client_listener).with_nodelay(Some(true));
-            if let Err(e) = tonic::transport::Server::builder()
-                .layer(timing)
-                .add_service(
-                    SessionsServer::new(sessions)
-                        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-                        .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
-                )
-                .add_service(ClusterServer::new(cluster))
-                .add_service(health_service)
-                .add_service(reflection)
-                .serve_with_incoming(incoming)
-                .await
-            {
-                tracing::error!(error = %e, "client server stopped");
-            }
-        }));
+        let auth = AuthLayer::new(credentials.authenticator(), metrics.clone());
+        let client_router = tonic::transport::Server::builder()
+            .layer(timing)
+            .layer(auth)
+            .add_service(
+                SessionsServer::new(sessions)
+                    .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+            )
+            .add_service(ClusterServer::new(cluster))
+            .add_service(health_service)
+            .add_service(reflection);
+        tasks.push(tokio::spawn(serve(
+            client_router,
+            client_listener,
+            credentials.client_server(),
+            "client",
+        )));
+        tasks.push(tokio::spawn(reload_on_hangup(credentials.clone())));
 
         if let Some(addr) = cfg.metrics_addr {
+            // The client port's settings (same certificate, reloaded with it), offering
+            // HTTP/1.1 as well: scrapers and probes often speak nothing else.
+            let http_tls = match credentials.client_server() {
+                Some(config) if cfg.metrics_tls => {
+                    let mut config = (*config).clone();
+                    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                    Some(Arc::new(config))
+                }
+                _ => None,
+            };
             let http = crate::http::Http {
                 id: cfg.node_id,
                 raft: raft.clone(),
@@ -188,7 +243,7 @@ impl Node {
                 metrics: metrics.clone(),
             };
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::http::serve(addr, http).await {
+                if let Err(e) = crate::http::serve(addr, http, http_tls).await {
                     tracing::error!(error = %e, "http server stopped");
                 }
             }));
@@ -219,8 +274,15 @@ impl Node {
         Ok(Node {
             id: cfg.node_id,
             raft,
+            credentials,
             tasks,
         })
+    }
+
+    /// Re-read certificates, keys and the access list (what SIGHUP does). New connections
+    /// and calls use them; a file that does not load keeps the old material.
+    pub fn reload_credentials(&self) -> anyhow::Result<()> {
+        self.credentials.reload()
     }
 
     /// Stop Raft and every task.
@@ -232,6 +294,28 @@ impl Node {
             t.abort();
         }
     }
+}
+
+/// Reload the node's credentials on every SIGHUP.
+async fn reload_on_hangup(credentials: Arc<NodeCredentials>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; credentials reload only on restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match credentials.reload() {
+                Ok(()) => tracing::info!("credentials reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "credentials not reloaded; keeping the old ones")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = credentials;
 }
 
 /// Initialize a new cluster from `--initial-cluster`: the member with the lowest id waits until
@@ -267,7 +351,7 @@ async fn bootstrap(raft: Raft, channels: Channels, cfg: NodeConfig, me: NodeInfo
                 members.insert(id, me.clone());
                 continue;
             }
-            match peer_info(&channels, addr, Duration::from_secs(1)).await {
+            match peer_info(&channels, id, addr, Duration::from_secs(1)).await {
                 Ok(info) if info.node_id != id => {
                     tracing::error!(
                         peer = %addr,

@@ -4,6 +4,11 @@
 //!
 //! Every wait here is bounded; a test that fails (panics) prints the tail of every node's log
 //! and keeps the cluster's directory on disk, naming it, for a closer look.
+//!
+//! Clusters run as shipped: TLS on both ports, mutual TLS between peers, every call
+//! authenticated. The harness makes the cluster's certificates with `sessiond certs local`
+//! (principals [`ADMIN`] with every role, [`APP`] with `app`, [`WATCHER`] with `watch`), and its
+//! clients connect as [`ADMIN`] unless a test asks for another principal.
 
 use prost::Message;
 use sessiond_proto::v1::cluster_client::ClusterClient;
@@ -14,7 +19,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// The harness's principal with every role.
+pub const ADMIN: &str = "admin";
+/// A principal with the `app` role only.
+pub const APP: &str = "app";
+/// A principal with the `watch` role only.
+pub const WATCHER: &str = "watcher";
 
 /// Flags every test cluster gets unless it sets them itself (name, value pairs): fast
 /// elections and sweeps keep tests short.
@@ -59,6 +71,8 @@ pub struct TestNode {
     pub dir: PathBuf,
     /// Arguments of the last start.
     args: Vec<String>,
+    /// Environment variables set for the process.
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -72,6 +86,7 @@ impl TestNode {
             .expect("node log file");
         let child = Command::new(binary())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
@@ -124,12 +139,56 @@ pub struct TestCluster {
     extra: Vec<String>,
     initial: String,
     root: Option<TempDir>,
+    /// The cluster's certificates, access list and seal key (`sessiond certs local`).
+    pub certs: PathBuf,
+}
+
+/// Run `sessiond certs` with `args` in `certs`; panics with its output on failure.
+pub fn sessiond_certs(certs: &std::path::Path, args: &[&str]) {
+    let out = Command::new(binary())
+        .arg("certs")
+        .arg("--certs-dir")
+        .arg(certs)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {} certs: {e}", binary().display()));
+    assert!(
+        out.status.success(),
+        "sessiond certs {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// TLS settings of a client that trusts `certs`' CA and presents `principal`'s certificate.
+pub fn client_tls(certs: &std::path::Path, principal: &str) -> ClientTlsConfig {
+    let read = |name: String| {
+        std::fs::read(certs.join(&name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
+    };
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.crt".into())))
+        .identity(Identity::from_pem(
+            read(format!("client-{principal}.crt")),
+            read(format!("client-{principal}.key")),
+        ))
+}
+
+/// A lazily connecting TLS channel to `addr` as `principal`, with test-sized timeouts.
+pub fn tls_channel(certs: &std::path::Path, principal: &str, addr: &str) -> Channel {
+    Channel::from_shared(format!("https://{addr}"))
+        .expect("valid address")
+        .tls_config(client_tls(certs, principal))
+        .expect("TLS settings")
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
 }
 
 /// Build a cluster with extra flags.
 pub struct Builder {
     size: u64,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -140,12 +199,34 @@ impl Builder {
         self
     }
 
+    /// Set an environment variable of every node process (e.g. `RUST_LOG`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Start the cluster and wait for a leader that every node agrees on. A node that exits
     /// at startup because a picked port was taken meanwhile makes the whole start retry on
     /// fresh ports.
     pub async fn start(self) -> TestCluster {
         for attempt in 1..=START_ATTEMPTS {
             let root = tempfile::tempdir().expect("tempdir");
+            let certs = root.path().join("certs");
+            let size = self.size.to_string();
+            sessiond_certs(
+                &certs,
+                &[
+                    "local",
+                    "--nodes",
+                    &size,
+                    "--client",
+                    &format!("{ADMIN}=app+watch+operator"),
+                    "--client",
+                    &format!("{APP}=app"),
+                    "--client",
+                    &format!("{WATCHER}=watch"),
+                ],
+            );
             let nodes: Vec<TestNode> = (1..=self.size).map(|id| new_node(&root, id)).collect();
             let initial = nodes
                 .iter()
@@ -157,9 +238,11 @@ impl Builder {
                 extra: self.extra.clone(),
                 initial,
                 root: Some(root),
+                certs,
             };
             for i in 0..c.nodes.len() {
                 c.nodes[i].args = c.args(i, true);
+                c.nodes[i].env = self.env.clone();
                 c.nodes[i].spawn();
             }
             match c.startup(LEADER_TIMEOUT).await {
@@ -193,6 +276,7 @@ fn new_node(root: &TempDir, id: u64) -> TestNode {
         http_addr: format!("127.0.0.1:{}", free_port()),
         dir,
         args: Vec::new(),
+        env: Vec::new(),
         child: None,
     }
 }
@@ -203,6 +287,7 @@ impl TestCluster {
         Builder {
             size,
             extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -225,6 +310,8 @@ impl TestCluster {
             n.peer_addr.clone(),
             "--metrics-addr".into(),
             n.http_addr.clone(),
+            "--certs-dir".into(),
+            self.certs.display().to_string(),
         ];
         if bootstrap {
             a.push("--initial-cluster".into());
@@ -275,14 +362,28 @@ impl TestCluster {
             .expect("known node id")
     }
 
-    /// A `Sessions` client to node index `i`.
-    pub async fn client(&self, i: usize) -> SessionsClient<Channel> {
-        SessionsClient::new(channel(&self.nodes[i].client_addr).await)
+    /// A TLS channel to node index `i` as `principal`.
+    pub fn channel_as(&self, principal: &str, i: usize) -> Channel {
+        tls_channel(&self.certs, principal, &self.nodes[i].client_addr)
     }
 
-    /// A `Cluster` client to node index `i`.
+    /// A `Sessions` client to node index `i` (as [`ADMIN`]).
+    pub async fn client(&self, i: usize) -> SessionsClient<Channel> {
+        SessionsClient::new(self.channel_as(ADMIN, i))
+    }
+
+    /// A `Cluster` client to node index `i` (as [`ADMIN`]).
     pub async fn cluster_client(&self, i: usize) -> ClusterClient<Channel> {
-        ClusterClient::new(channel(&self.nodes[i].client_addr).await)
+        ClusterClient::new(self.channel_as(ADMIN, i))
+    }
+
+    /// A `sessiond_client` builder for `endpoints`, trusting the cluster's CA, as [`ADMIN`].
+    pub fn client_builder<I, S>(&self, endpoints: I) -> sessiond_client::ClientBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        sessiond_client::Client::builder(endpoints).tls(client_tls(&self.certs, ADMIN))
     }
 
     /// A `Sessions` client to the current leader.
@@ -295,7 +396,9 @@ impl TestCluster {
         if !self.nodes[i].running() {
             return None;
         }
-        let ch = Channel::from_shared(format!("http://{}", self.nodes[i].client_addr))
+        let ch = Channel::from_shared(format!("https://{}", self.nodes[i].client_addr))
+            .ok()?
+            .tls_config(client_tls(&self.certs, ADMIN))
             .ok()?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(2))
@@ -376,6 +479,21 @@ impl TestCluster {
             .expect("a running follower")
     }
 
+    /// SIGHUP node index `i`: it re-reads its certificates and access list.
+    pub fn reload(&self, i: usize) {
+        let pid = self.nodes[i]
+            .child
+            .as_ref()
+            .expect("node runs")
+            .id()
+            .to_string();
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "SIGHUP to node {}", self.nodes[i].id);
+    }
+
     /// SIGKILL node index `i`.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].kill();
@@ -397,6 +515,18 @@ impl TestCluster {
     /// Start a fresh node that is not a member yet (no `--initial-cluster`); its index.
     pub fn add_node(&mut self) -> usize {
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        sessiond_certs(
+            &self.certs,
+            &[
+                "node",
+                "--node-id",
+                &id.to_string(),
+                "--host",
+                "127.0.0.1",
+                "--host",
+                "localhost",
+            ],
+        );
         let node = new_node(self.root.as_ref().expect("cluster dir"), id);
         self.nodes.push(node);
         let i = self.nodes.len() - 1;
@@ -432,8 +562,9 @@ impl Drop for TestCluster {
     }
 }
 
-/// A lazily connecting channel with test-sized timeouts.
-pub async fn channel(addr: &str) -> Channel {
+/// A lazily connecting plaintext channel with test-sized timeouts (what a client that does
+/// not speak TLS would use).
+pub fn plaintext_channel(addr: &str) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .expect("valid address")
         .connect_timeout(Duration::from_secs(1))
@@ -470,6 +601,8 @@ pub fn grpc_code(c: ErrorCode) -> tonic::Code {
         ErrorCode::NotLeader | ErrorCode::Unavailable => tonic::Code::Unavailable,
         ErrorCode::InvalidArgument => tonic::Code::InvalidArgument,
         ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
+        ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
         ErrorCode::Unspecified => tonic::Code::Unknown,
     }
 }

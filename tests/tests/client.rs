@@ -8,7 +8,7 @@ use std::time::Duration;
 fn client_for(c: &TestCluster, extra: &[&str]) -> Client {
     let mut endpoints: Vec<String> = c.nodes.iter().map(|n| n.client_addr.clone()).collect();
     endpoints.extend(extra.iter().map(|s| s.to_string()));
-    Client::builder(endpoints)
+    c.client_builder(endpoints)
         .request_timeout(Duration::from_secs(2))
         .deadline(Duration::from_secs(20))
         .build()
@@ -66,7 +66,7 @@ async fn dead_endpoints_are_skipped_and_errors_are_typed() {
     let client = client_for(&c, &[]);
     let mut endpoints = vec!["127.0.0.1:9".to_string()];
     endpoints.extend(client.endpoints());
-    let client = Client::builder(endpoints).build().unwrap();
+    let client = c.client_builder(endpoints).build().unwrap();
     let created = client
         .create_session(NewSession::for_user("bo"))
         .await

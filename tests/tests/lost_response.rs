@@ -6,7 +6,7 @@
 //! swallows the server→client bytes of the connection it sees next, holds the connection
 //! open longer than the client's request timeout, then closes it and is transparent again.
 
-use sessiond_client::{Client, Consistency, NewSession, SessionRef};
+use sessiond_client::{Consistency, NewSession, SessionRef};
 use sessiond_tests::TestCluster;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -182,13 +182,15 @@ async fn a_mutation_whose_answer_is_lost_returns_the_first_result_when_retried()
     let proxy = Proxy::start(c.nodes[leader].client_addr.clone()).await;
 
     // Every call of this client goes through the proxy (one endpoint only).
-    let client = Client::builder([proxy.addr.to_string()])
+    let client = c
+        .client_builder([proxy.addr.to_string()])
         .request_timeout(REQUEST_TIMEOUT)
         .deadline(Duration::from_secs(15))
         .build()
         .unwrap();
     // An independent client, straight to the nodes, to check what the cluster holds.
-    let direct = Client::builder(c.nodes.iter().map(|n| n.client_addr.clone()))
+    let direct = c
+        .client_builder(c.nodes.iter().map(|n| n.client_addr.clone()))
         .request_timeout(Duration::from_secs(2))
         .deadline(Duration::from_secs(15))
         .build()

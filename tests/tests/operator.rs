@@ -10,11 +10,16 @@ fn sessionctl_path() -> std::path::PathBuf {
     sessiond_tests::binary().with_file_name("sessionctl")
 }
 
-/// Run sessionctl; (exit code, stdout).
-fn ctl(endpoints: &str, args: &[&str]) -> (i32, String) {
+/// Run sessionctl as the harness's admin principal (the environment `sessiond dev` prints);
+/// (exit code, stdout).
+fn ctl(c: &TestCluster, endpoints: &str, args: &[&str]) -> (i32, String) {
+    let certs = &c.certs;
     let out = Command::new(sessionctl_path())
         .arg("--endpoints")
         .arg(endpoints)
+        .env("SESSIOND_CA", certs.join("ca.crt"))
+        .env("SESSIOND_CERT", certs.join("client-admin.crt"))
+        .env("SESSIOND_KEY", certs.join("client-admin.key"))
         .args(args)
         .output()
         .expect("run sessionctl");
@@ -55,6 +60,7 @@ async fn sessionctl_sessions_and_membership() {
         .join(",");
 
     let (code, out) = ctl(
+        &c,
         &eps,
         &[
             "--json",
@@ -78,11 +84,13 @@ async fn sessionctl_sessions_and_membership() {
 
     let rid = "000102030405060708090a0b0c0d0e0f";
     let (_, out) = ctl(
+        &c,
         &eps,
         &["--json", "session", "rotate", &token, "--request-id", rid],
     );
     let rotated = json_lines(&out)[0].clone();
     let (_, out) = ctl(
+        &c,
         &eps,
         &["--json", "session", "rotate", &token, "--request-id", rid],
     );
@@ -93,16 +101,21 @@ async fn sessionctl_sessions_and_membership() {
     );
     assert_eq!(again["replayed"], true);
 
-    let (code, out) = ctl(&eps, &["--json", "session", "list", "--user", "dan"]);
+    let (code, out) = ctl(&c, &eps, &["--json", "session", "list", "--user", "dan"]);
     assert_eq!((code, json_lines(&out).len()), (0, 1));
     let new_token = rotated["token"].as_str().unwrap().to_string();
-    let (code, _) = ctl(&eps, &["session", "revoke", &new_token, "--reason", "bye"]);
+    let (code, _) = ctl(
+        &c,
+        &eps,
+        &["session", "revoke", &new_token, "--reason", "bye"],
+    );
     assert_eq!(code, 0);
-    let (code, _) = ctl(&eps, &["session", "get", &new_token]);
+    let (code, _) = ctl(&c, &eps, &["session", "get", &new_token]);
     assert_eq!(code, 4, "revoked exits 4");
-    let (code, _) = ctl(&eps, &["session", "get", "sdt1_nope"]);
+    let (code, _) = ctl(&c, &eps, &["session", "get", "sdt1_nope"]);
     assert_eq!(code, 6, "invalid input exits 6");
     let (code, _) = ctl(
+        &c,
         "127.0.0.1:9",
         &["--timeout", "1s", "session", "get", &new_token],
     );
@@ -120,16 +133,20 @@ async fn sessionctl_sessions_and_membership() {
         c.nodes[new].client_addr.clone(),
         c.nodes[new].peer_addr.clone(),
     );
-    let (code, out) = ctl(&eps, &["--json", "member", "add-learner", &id, &ca, &pa]);
+    let (code, out) = ctl(
+        &c,
+        &eps,
+        &["--json", "member", "add-learner", &id, &ca, &pa],
+    );
     assert_eq!(code, 0, "{out}");
     let status = |eps: &str| {
-        let (_, out) = ctl(eps, &["--json", "status"]);
+        let (_, out) = ctl(&c, eps, &["--json", "status"]);
         json_lines(&out)
     };
     let rows = status(&eps);
     let members = rows[0]["members"].as_array().unwrap().clone();
     assert!(members.iter().any(|m| m["id"] == 4 && m["voter"] == false));
-    let (code, _) = ctl(&eps, &["member", "promote", &id]);
+    let (code, _) = ctl(&c, &eps, &["member", "promote", &id]);
     assert_eq!(code, 0);
     let rows = status(&eps);
     assert!(rows[0]["members"]
@@ -137,7 +154,7 @@ async fn sessionctl_sessions_and_membership() {
         .unwrap()
         .iter()
         .any(|m| m["id"] == 4 && m["voter"] == true));
-    let (code, _) = ctl(&eps, &["member", "remove", "1"]);
+    let (code, _) = ctl(&c, &eps, &["member", "remove", "1"]);
     assert_eq!(code, 0);
     let eps4 = format!("{eps},{ca}");
     let rows = wait_for(
@@ -168,7 +185,7 @@ async fn metrics_and_readiness() {
     let mut c = TestCluster::start3().await;
     let leader = c.leader().await;
     let eps = c.nodes[leader].client_addr.clone();
-    let (code, _) = ctl(&eps, &["session", "create", "--user", "eve"]);
+    let (code, _) = ctl(&c, &eps, &["session", "create", "--user", "eve"]);
     assert_eq!(code, 0);
     let http = c.nodes[leader].http_addr.clone();
     let (status, body) = http_get(&http, "/metrics").await.expect("metrics answer");

@@ -10,9 +10,18 @@ pub struct Sessiond {
 }
 
 impl Sessiond {
-    pub fn connect(endpoints: &[String]) -> anyhow::Result<Sessiond> {
+    /// A client of the nodes at `endpoints`, over TLS with `tls` when given.
+    pub fn connect(
+        endpoints: &[String],
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> anyhow::Result<Sessiond> {
+        let builder = Client::builder(endpoints.to_vec());
+        let builder = match tls {
+            Some(tls) => builder.tls(tls),
+            None => builder,
+        };
         Ok(Sessiond {
-            client: Client::builder(endpoints.to_vec()).build()?,
+            client: builder.build()?,
         })
     }
 

@@ -1,17 +1,23 @@
 //! `sessionctl`: operate a sessiond cluster and its sessions from the shell.
 //!
 //! Exit codes: 0 success; 2 usage; 3 not found or expired; 4 revoked or token reused;
-//! 5 version conflict; 6 invalid argument or resource exhausted; 7 cluster unreachable or
-//! unavailable.
+//! 5 version conflict; 6 invalid argument, resource exhausted or bad configuration;
+//! 7 cluster unreachable or unavailable; 8 not authenticated, permission denied or TLS
+//! handshake failed.
+//!
+//! A secured cluster needs `--ca-cert` and a credential (`--cert` + `--key`, or
+//! `--token-file`); each flag also reads the variable `Client::from_env` reads
+//! (`SESSIOND_CA`, `SESSIOND_CERT`, `SESSIOND_KEY`, `SESSIOND_TOKEN_FILE`).
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use sessiond_client::{
-    duration, Certificate, Client, ClientTlsConfig, Consistency, Error, NewSession, Session,
-    SessionRef,
+    duration, AuthChannel, Client, ClientTlsConfig, Consistency, Error, NewSession, SecurityFiles,
+    Session, SessionRef, ENV_CA, ENV_CERT, ENV_KEY, ENV_TOKEN_FILE,
 };
 use sessiond_proto::v1 as pb;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,11 +35,20 @@ struct Cli {
     /// One JSON object per result instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// Connect with TLS; verify the server with this CA certificate (PEM) instead of the
-    /// platform's roots.
-    #[arg(long, global = true)]
-    ca_cert: Option<std::path::PathBuf>,
-    /// Connect with TLS using the platform's trusted roots.
+    /// Connect with TLS; verify the nodes with this CA certificate (PEM, the cluster's
+    /// `ca.crt`) instead of the platform's roots.
+    #[arg(long, global = true, env = ENV_CA)]
+    ca_cert: Option<PathBuf>,
+    /// Authenticate with this client certificate (PEM, `client-<name>.crt`); needs `--key`.
+    #[arg(long, global = true, env = ENV_CERT)]
+    cert: Option<PathBuf>,
+    /// The private key of `--cert` (PEM, `client-<name>.key`).
+    #[arg(long, global = true, env = ENV_KEY)]
+    key: Option<PathBuf>,
+    /// Authenticate with the bearer secret held in this file (one line); sent over TLS only.
+    #[arg(long, global = true, env = ENV_TOKEN_FILE)]
+    token_file: Option<PathBuf>,
+    /// Connect with TLS using the platform's trusted roots (when no `--ca-cert` is given).
     #[arg(long, global = true)]
     tls: bool,
     /// Give up on a command after this long (retries included).
@@ -158,6 +173,7 @@ impl From<Error> for Failure {
             Error::VersionConflict { .. } => 5,
             Error::InvalidArgument(_) | Error::ResourceExhausted(_) | Error::Config(_) => 6,
             Error::Unavailable(_) | Error::Timeout { .. } => 7,
+            Error::Unauthenticated(_) | Error::PermissionDenied(_) | Error::Tls(_) => 8,
         };
         Failure(code, e.to_string())
     }
@@ -240,96 +256,151 @@ fn role(r: i32) -> &'static str {
     }
 }
 
+/// The header of `status`'s table.
+fn status_header() -> String {
+    format!(
+        "{:<4} {:<22} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>9} {:<8}",
+        "ID",
+        "CLIENT",
+        "PEER",
+        "ROLE",
+        "TERM",
+        "LEADER",
+        "COMMIT",
+        "APPLIED",
+        "QUORUM_MS",
+        "SECURITY"
+    )
+}
+
+/// One row of `status`'s table: the node's commit index under COMMIT, its applied index
+/// under APPLIED, and `INSECURE` when the node runs without TLS and authentication.
+fn status_row(addr: &str, s: &pb::StatusResponse) -> String {
+    let peer = s
+        .members
+        .iter()
+        .find(|m| m.id == s.node_id)
+        .map(|m| m.peer_addr.as_str())
+        .unwrap_or_default();
+    format!(
+        "{:<4} {:<22} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>9} {:<8}",
+        s.node_id,
+        addr,
+        peer,
+        role(s.role),
+        s.term,
+        s.leader_id,
+        s.commit_index,
+        s.applied_index,
+        s.millis_since_quorum_ack,
+        if s.insecure { "INSECURE" } else { "secure" },
+    )
+}
+
+fn status_json(addr: &str, s: &pb::StatusResponse) -> Value {
+    let me = s.members.iter().find(|m| m.id == s.node_id);
+    json!({
+        "id": s.node_id, "client_addr": addr,
+        "peer_addr": me.map(|m| m.peer_addr.clone()).unwrap_or_default(),
+        "role": role(s.role), "term": s.term, "leader": s.leader_id,
+        "commit_index": s.commit_index, "applied_index": s.applied_index,
+        "snapshot_index": s.snapshot_index, "purged_index": s.purged_index,
+        "millis_since_quorum_ack": s.millis_since_quorum_ack,
+        "insecure": s.insecure,
+        "voter": me.map(|m| m.voter).unwrap_or(false),
+        "members": s.members.iter().map(|m| json!({
+            "id": m.id, "client_addr": m.client_addr,
+            "peer_addr": m.peer_addr, "voter": m.voter,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 async fn status(client: &Client, json_out: bool, timeout: Duration) -> Result<(), Failure> {
     let endpoints = client.endpoints();
     if !json_out {
-        println!(
-            "{:<4} {:<22} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>9}",
-            "ID", "CLIENT", "PEER", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "QUORUM_MS"
-        );
+        println!("{}", status_header());
     }
     let mut reached = 0;
+    let mut last = Failure(7, "no endpoint answered".into());
     for (i, addr) in endpoints.iter().enumerate() {
         let Some(mut c) = client.cluster_client(i) else {
             continue;
         };
         let mut req = tonic::Request::new(pb::StatusRequest {});
         req.set_timeout(timeout);
-        match tokio::time::timeout(timeout, c.status(req)).await {
+        let why = match tokio::time::timeout(timeout, c.status(req)).await {
             Ok(Ok(r)) => {
                 reached += 1;
                 let s = r.into_inner();
-                let me = s.members.iter().find(|m| m.id == s.node_id);
-                let peer = me.map(|m| m.peer_addr.clone()).unwrap_or_default();
                 if json_out {
-                    println!(
-                        "{}",
-                        json!({
-                            "id": s.node_id, "client_addr": addr, "peer_addr": peer,
-                            "role": role(s.role), "term": s.term, "leader": s.leader_id,
-                            "commit_index": s.commit_index, "applied_index": s.applied_index,
-                            "snapshot_index": s.snapshot_index, "purged_index": s.purged_index,
-                            "millis_since_quorum_ack": s.millis_since_quorum_ack,
-                            "voter": me.map(|m| m.voter).unwrap_or(false),
-                            "members": s.members.iter().map(|m| json!({
-                                "id": m.id, "client_addr": m.client_addr,
-                                "peer_addr": m.peer_addr, "voter": m.voter,
-                            })).collect::<Vec<_>>(),
-                        })
-                    );
+                    println!("{}", status_json(addr, &s));
                 } else {
-                    println!(
-                        "{:<4} {:<22} {:<22} {:<10} {:>5} {:>6} {:>8} {:>8} {:>9}",
-                        s.node_id,
-                        addr,
-                        peer,
-                        role(s.role),
-                        s.term,
-                        s.leader_id,
-                        s.commit_index,
-                        s.applied_index,
-                        s.millis_since_quorum_ack
-                    );
+                    println!("{}", status_row(addr, &s));
+                    if s.insecure {
+                        eprintln!(
+                            "sessionctl: warning: node {} ({addr}) runs --insecure: no TLS, \
+                             no authentication",
+                            s.node_id
+                        );
+                    }
                 }
+                continue;
             }
-            _ => {
-                if json_out {
-                    println!("{}", json!({ "client_addr": addr, "error": "unreachable" }));
-                } else {
-                    println!("{:<4} {:<22} unreachable", "-", addr);
-                }
+            Ok(Err(status)) => {
+                let e = client.error_from(i, status).await;
+                let why = e.to_string();
+                last = e.into();
+                why
             }
+            Err(_) => format!("no answer within {timeout:?}"),
+        };
+        if json_out {
+            println!("{}", json!({ "client_addr": addr, "error": why }));
+        } else {
+            println!("{:<4} {:<22} unreachable: {why}", "-", addr);
         }
     }
     if reached == 0 {
-        return Err(Failure(7, "no endpoint answered".into()));
+        return Err(last);
     }
     Ok(())
 }
 
 /// The current voters, asked of the first endpoint that answers.
 async fn voters(client: &Client) -> Result<Vec<u64>, Failure> {
+    let mut last = Failure(7, "no endpoint answered".into());
     for i in 0..client.endpoints().len() {
-        if let Some(mut c) = client.cluster_client(i) {
-            if let Ok(r) = c.status(pb::StatusRequest {}).await {
+        let Some(mut c) = client.cluster_client(i) else {
+            continue;
+        };
+        match c.status(pb::StatusRequest {}).await {
+            Ok(r) => {
                 return Ok(r
                     .into_inner()
                     .members
                     .iter()
                     .filter(|m| m.voter)
                     .map(|m| m.id)
-                    .collect());
+                    .collect())
+            }
+            Err(s) => {
+                // Another node cannot fix a refused credential or certificate.
+                let e = client.error_from(i, s).await;
+                if !e.retryable() {
+                    return Err(e.into());
+                }
+                last = e.into();
             }
         }
     }
-    Err(Failure(7, "no endpoint answered".into()))
+    Err(last)
 }
 
 async fn membership(
     client: &Client,
     json_out: bool,
     call: impl AsyncFn(
-        sessiond_proto::v1::cluster_client::ClusterClient<tonic::transport::Channel>,
+        sessiond_proto::v1::cluster_client::ClusterClient<AuthChannel>,
     ) -> Result<tonic::Response<pb::MembershipResponse>, tonic::Status>,
 ) -> Result<(), Failure> {
     let mut last = Failure(7, "no endpoint answered".into());
@@ -353,7 +424,7 @@ async fn membership(
                 return Ok(());
             }
             Err(s) => {
-                let e = Error::from(s);
+                let e = client.error_from(i, s).await;
                 if !e.retryable() {
                     return Err(e.into());
                 }
@@ -376,16 +447,24 @@ async fn set_voters(client: &Client, json_out: bool, voters: Vec<u64>) -> Result
     .await
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
+/// The client the flags describe: the same builder settings `Client::from_env` applies.
+fn client(cli: &Cli) -> Result<Client, Error> {
     let mut builder = Client::builder(cli.endpoints.clone()).deadline(cli.timeout);
-    if let Some(path) = &cli.ca_cert {
-        let pem =
-            std::fs::read(path).map_err(|e| usage(format!("reading {}: {e}", path.display())))?;
-        builder = builder.tls(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)));
-    } else if cli.tls {
+    if cli.tls && cli.ca_cert.is_none() {
         builder = builder.tls(ClientTlsConfig::new().with_native_roots());
     }
-    let client = builder.build().map_err(Failure::from)?;
+    builder
+        .security_files(&SecurityFiles {
+            ca_cert: cli.ca_cert.clone(),
+            cert: cli.cert.clone(),
+            key: cli.key.clone(),
+            token_file: cli.token_file.clone(),
+        })?
+        .build()
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let client = client(&cli)?;
     let j = cli.json;
     match cli.command {
         Cmd::Status => status(&client, j, cli.timeout).await,
@@ -393,15 +472,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut c = client
                 .cluster_client(0)
                 .ok_or_else(|| usage("no endpoint"))?;
-            let r = c
-                .trigger_snapshot(pb::TriggerSnapshotRequest {})
-                .await
-                .map_err(|s| Failure::from(Error::from(s)))?;
-            print(
-                j,
-                json!({ "snapshot_index": r.into_inner().snapshot_index }),
-            );
-            Ok(())
+            match c.trigger_snapshot(pb::TriggerSnapshotRequest {}).await {
+                Ok(r) => {
+                    print(
+                        j,
+                        json!({ "snapshot_index": r.into_inner().snapshot_index }),
+                    );
+                    Ok(())
+                }
+                Err(s) => Err(client.error_from(0, s).await.into()),
+            }
         }
         Cmd::Member(MemberCmd::AddLearner {
             id,
@@ -570,5 +650,109 @@ async fn main() -> ExitCode {
             eprintln!("sessionctl: {msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(insecure: bool) -> pb::StatusResponse {
+        pb::StatusResponse {
+            node_id: 2,
+            role: pb::Role::Follower as i32,
+            term: 4,
+            leader_id: 1,
+            commit_index: 120,
+            applied_index: 117,
+            millis_since_quorum_ack: 0,
+            insecure,
+            members: vec![pb::Member {
+                id: 2,
+                client_addr: "10.0.0.2:7001".into(),
+                peer_addr: "10.0.0.2:7101".into(),
+                voter: true,
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// The value of column `name` in `row`.
+    fn column(row: &str, name: &str) -> String {
+        let header: Vec<String> = status_header()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let at = header.iter().position(|h| h == name).unwrap();
+        row.split_whitespace().nth(at).unwrap().to_string()
+    }
+
+    #[test]
+    fn status_shows_commit_and_applied_in_their_columns_and_flags_insecure_nodes() {
+        let row = status_row("10.0.0.2:7001", &status(false));
+        assert_eq!(column(&row, "COMMIT"), "120");
+        assert_eq!(column(&row, "APPLIED"), "117");
+        assert_eq!(column(&row, "SECURITY"), "secure");
+        let row = status_row("10.0.0.2:7001", &status(true));
+        assert_eq!(column(&row, "SECURITY"), "INSECURE");
+        let j = status_json("10.0.0.2:7001", &status(true));
+        assert_eq!(j["commit_index"], 120);
+        assert_eq!(j["applied_index"], 117);
+        assert_eq!(j["insecure"], true);
+    }
+
+    #[tokio::test]
+    async fn security_flags_go_through_the_library_checks() {
+        let dir = std::env::temp_dir().join(format!(
+            "sessionctl-test-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "app-secret\n").unwrap();
+        let token = token.to_str().unwrap();
+
+        let cli = Cli::try_parse_from([
+            "sessionctl",
+            "--endpoints",
+            "127.0.0.1:7001",
+            "status",
+            "--token-file",
+            token,
+            "--tls",
+        ])
+        .unwrap();
+        assert!(client(&cli).is_ok());
+
+        // A certificate without its key: the library's error, naming both variables.
+        let cli = Cli::try_parse_from([
+            "sessionctl",
+            "--endpoints",
+            "127.0.0.1:7001",
+            "--cert",
+            token,
+            "status",
+        ])
+        .unwrap();
+        match client(&cli) {
+            Err(Error::Config(m)) => assert!(m.contains(ENV_KEY), "{m}"),
+            other => panic!("{:?}", other.err()),
+        }
+        let missing = dir.join("missing-ca.crt");
+        let cli = Cli::try_parse_from([
+            "sessionctl",
+            "--endpoints",
+            "127.0.0.1:7001",
+            "--ca-cert",
+            missing.to_str().unwrap(),
+            "status",
+        ])
+        .unwrap();
+        match client(&cli) {
+            Err(Error::Config(m)) => assert!(m.contains("missing-ca.crt"), "{m}"),
+            other => panic!("{:?}", other.err()),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,14 +1,17 @@
 //! The `Cluster` operator service: status of this node, membership changes (forwarded to the
 //! leader), and snapshots on demand.
 
+use super::caller::Caller;
 use super::error;
-use super::route::{is_forwarded, Route, Router, MAX_CLIENT_MESSAGE_BYTES};
+use super::grpc::{self, to_status};
+use super::route::{Route, Router, MAX_CLIENT_MESSAGE_BYTES};
 use crate::raft_types::{NodeId, NodeInfo, Raft};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use sessiond_proto::v1 as pb;
 use sessiond_proto::v1::cluster_client::ClusterClient;
 use sessiond_proto::v1::cluster_server::Cluster;
+use sessiond_security::Role;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -24,6 +27,8 @@ pub struct ClusterService {
     pub(crate) raft: Raft,
     pub(crate) router: Router,
     pub(crate) state: crate::store::StateReader,
+    /// Reported in `Status`, so that an insecure node cannot go unnoticed.
+    pub(crate) insecure: bool,
 }
 
 fn cluster_client(ch: Channel) -> ClusterClient<Channel> {
@@ -32,8 +37,15 @@ fn cluster_client(ch: Channel) -> ClusterClient<Channel> {
         .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
 }
 
+/// The caller of a `Cluster` call, who must hold the operator role.
+fn operator<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let caller = grpc::caller(request)?;
+    caller.require(Role::Operator).map_err(to_status)?;
+    Ok(caller)
+}
+
 fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Status {
-    match e {
+    to_status(match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             error::not_leader(f.leader_id, f.leader_node.as_ref())
         }
@@ -41,7 +53,7 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) ->
             error::invalid(c.to_string())
         }
         other => error::unavailable(other.to_string(), None),
-    }
+    })
 }
 
 impl ClusterService {
@@ -73,8 +85,9 @@ impl ClusterService {
 impl Cluster for ClusterService {
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        operator(&request)?;
         let m = self.raft.metrics().borrow().clone();
         let role = match m.state {
             ServerState::Leader => pb::Role::Leader,
@@ -115,7 +128,8 @@ impl Cluster for ClusterService {
             replication_lag,
             millis_since_quorum_ack: m.millis_since_quorum_ack.unwrap_or(0),
             state_machine_time_ms: sessiond_state::query::clock(&self.state.view())
-                .map_err(error::storage)?,
+                .map_err(|e| to_status(error::storage(e)))?,
+            insecure: self.insecure,
         }))
     }
 
@@ -123,17 +137,16 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let forwarded = is_forwarded(&request);
+        let caller = operator(&request)?;
         let req = request.into_inner();
         if req.node_id == 0 || req.client_addr.is_empty() || req.peer_addr.is_empty() {
-            return Err(error::invalid(
+            return Err(to_status(error::invalid(
                 "node_id (> 0), client_addr and peer_addr are required",
-            ));
+            )));
         }
-        if let Route::Forward(ch, _) = self.router.route(forwarded)? {
-            return cluster_client(ch)
-                .add_learner(self.router.request(req))
-                .await;
+        if let Route::Forward(ch, _) = self.router.route(caller.forwarded).map_err(to_status)? {
+            let req = self.router.request(&caller, req).map_err(to_status)?;
+            return cluster_client(ch).add_learner(req).await;
         }
         let info = NodeInfo {
             client_addr: req.client_addr,
@@ -151,18 +164,17 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let forwarded = is_forwarded(&request);
+        let caller = operator(&request)?;
         let req = request.into_inner();
         let voters: BTreeSet<NodeId> = req.voters.iter().copied().collect();
         if voters.is_empty() || voters.contains(&0) {
-            return Err(error::invalid(
+            return Err(to_status(error::invalid(
                 "voters must be a non-empty set of node ids > 0",
-            ));
+            )));
         }
-        if let Route::Forward(ch, _) = self.router.route(forwarded)? {
-            return cluster_client(ch)
-                .change_membership(self.router.request(req))
-                .await;
+        if let Route::Forward(ch, _) = self.router.route(caller.forwarded).map_err(to_status)? {
+            let req = self.router.request(&caller, req).map_err(to_status)?;
+            return cluster_client(ch).change_membership(req).await;
         }
         let known: BTreeMap<NodeId, NodeInfo> = {
             let m = self.raft.metrics();
@@ -174,9 +186,9 @@ impl Cluster for ClusterService {
                 .collect()
         };
         if let Some(unknown) = voters.iter().find(|id| !known.contains_key(id)) {
-            return Err(error::invalid(format!(
+            return Err(to_status(error::invalid(format!(
                 "node {unknown} is not a member; add it as a learner first"
-            )));
+            ))));
         }
         let resp = self
             .raft
@@ -188,8 +200,9 @@ impl Cluster for ClusterService {
 
     async fn trigger_snapshot(
         &self,
-        _request: Request<pb::TriggerSnapshotRequest>,
+        request: Request<pb::TriggerSnapshotRequest>,
     ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        operator(&request)?;
         let applied = self
             .raft
             .metrics()
@@ -201,7 +214,7 @@ impl Cluster for ClusterService {
             .trigger()
             .snapshot()
             .await
-            .map_err(|e| error::unavailable(e.to_string(), None))?;
+            .map_err(|e| to_status(error::unavailable(e.to_string(), None)))?;
         let mut rx = self.raft.metrics();
         let wait = async {
             loop {
@@ -222,8 +235,11 @@ impl Cluster for ClusterService {
             Ok(Ok(index)) => Ok(Response::new(pb::TriggerSnapshotResponse {
                 snapshot_index: index,
             })),
-            Ok(Err(s)) => Err(s),
-            Err(_) => Err(error::unavailable("snapshot not finished in time", None)),
+            Ok(Err(e)) => Err(to_status(e)),
+            Err(_) => Err(to_status(error::unavailable(
+                "snapshot not finished in time",
+                None,
+            ))),
         }
     }
 }

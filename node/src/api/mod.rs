@@ -1,13 +1,18 @@
-//! The client-port gRPC services and what they share.
+//! The client-port API: the cores that hold its behaviour and the adapters that expose them.
 //!
-//! - [`sessions`]: the `Sessions` API (DESIGN §2).
-//! - [`cluster`]: the `Cluster` operator API.
-//! - [`error`]: statuses with machine-readable `ErrorDetail`s.
+//! - [`sessions`]: the sessions core — every `Sessions` operation as a function of the caller
+//!   and a typed request, routing leader-only calls to the leader; no transport types.
+//! - [`grpc`]: the gRPC adapter of the sessions core, and `ApiError` ↔ gRPC status.
+//! - [`cluster`]: the `Cluster` operator service (operator role only).
+//! - [`caller`]: the authenticated caller and the one role check.
+//! - [`error`]: `ApiError`: a failure kind plus the machine-readable `ErrorDetail`.
 //! - [`convert`]: state-machine types ↔ wire types.
 //! - [`route`]: who serves a request: this node, or the leader it is forwarded to.
 
+pub mod caller;
 pub mod cluster;
 pub mod convert;
 pub mod error;
+pub mod grpc;
 pub mod route;
 pub mod sessions;

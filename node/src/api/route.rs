@@ -1,32 +1,79 @@
 //! Deciding who serves a request, and forwarding it to the leader.
 //!
 //! Writes and linearizable reads are served by the leader. A follower forwards them (so plain
-//! gRPC tools work against any node) and marks the forwarded call, so that a node that is no
-//! longer leader answers `NOT_LEADER` instead of bouncing the call around the cluster.
+//! gRPC tools work against any node) over its peer identity, naming the principal it forwards
+//! for; the leader trusts that name only from a peer node and never forwards such a call
+//! again, so that a node that is no longer leader answers `NOT_LEADER` instead of bouncing the
+//! call around the cluster.
 
-use super::error;
+use super::caller::Caller;
+use super::error::{self, ApiError};
+use super::grpc;
 use crate::network::Channels;
 use crate::raft_types::{NodeId, NodeInfo, Raft};
+use futures::future::BoxFuture;
+use sessiond_proto::v1 as pb;
 use sessiond_proto::v1::sessions_client::SessionsClient;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-/// Metadata key set on forwarded calls.
-pub const FORWARDED_KEY: &str = "sessiond-forwarded";
+/// Metadata key naming the principal a peer node forwards a call for. The authentication
+/// layer honours it only on connections authenticated by a node certificate.
+pub const FORWARDED_FOR_KEY: &str = "sessiond-forwarded-for";
 
-/// Name the leader on a forwarded answer (see [`sessiond_proto::LEADER_KEY`]): a client that
-/// learns it sends the next leader-only call there instead of paying for the extra hop.
-pub fn with_leader_hint<T>(
-    answer: Result<tonic::Response<T>, Status>,
-    leader_addr: &str,
-) -> Result<tonic::Response<T>, Status> {
-    answer.map(|mut r| {
-        if let Ok(v) = tonic::metadata::MetadataValue::try_from(leader_addr) {
-            r.metadata_mut().insert(sessiond_proto::LEADER_KEY, v);
+/// An answer, and the leader's client address when it came from the leader through this node
+/// (see [`sessiond_proto::LEADER_KEY`]): a client that learns it sends the next leader-only
+/// call there instead of paying for the extra hop.
+#[derive(Debug)]
+pub struct Served<T> {
+    pub value: T,
+    pub leader_hint: Option<String>,
+}
+
+impl<T> Served<T> {
+    /// Served by this node.
+    pub fn here(value: T) -> Served<T> {
+        Served {
+            value,
+            leader_hint: None,
         }
-        r
-    })
+    }
+}
+
+/// A `Sessions` request that can be forwarded to the leader.
+pub trait Forward: Sized + Send + 'static {
+    type Answer: Send + 'static;
+    /// Call the matching method of the leader's `Sessions` service.
+    fn send(
+        client: SessionsClient<Channel>,
+        req: Request<Self>,
+    ) -> BoxFuture<'static, Result<tonic::Response<Self::Answer>, Status>>;
+}
+
+macro_rules! forward {
+    ($($req:ty => $answer:ty, $method:ident;)*) => {$(
+        impl Forward for $req {
+            type Answer = $answer;
+            fn send(
+                mut client: SessionsClient<Channel>,
+                req: Request<Self>,
+            ) -> BoxFuture<'static, Result<tonic::Response<Self::Answer>, Status>> {
+                Box::pin(async move { client.$method(req).await })
+            }
+        }
+    )*};
+}
+
+forward! {
+    pb::CreateSessionRequest => pb::CreateSessionResponse, create_session;
+    pb::GetSessionRequest => pb::GetSessionResponse, get_session;
+    pb::TouchSessionRequest => pb::TouchSessionResponse, touch_session;
+    pb::RotateTokenRequest => pb::RotateTokenResponse, rotate_token;
+    pb::UpdateSessionRequest => pb::UpdateSessionResponse, update_session;
+    pb::RevokeSessionRequest => pb::RevokeSessionResponse, revoke_session;
+    pb::RevokeUserSessionsRequest => pb::RevokeUserSessionsResponse, revoke_user_sessions;
+    pb::ListUserSessionsRequest => pb::ListUserSessionsResponse, list_user_sessions;
 }
 
 /// Largest client message (session data is at most 64 KiB by default; lists can be larger).
@@ -43,7 +90,7 @@ pub enum Route {
 /// A leader-side failure that may still be cured by forwarding.
 pub enum Failure {
     /// Final answer for the client.
-    Status(Status),
+    Error(ApiError),
     /// This node turned out not to lead; nothing was written.
     NotLeader {
         leader_id: Option<NodeId>,
@@ -51,9 +98,9 @@ pub enum Failure {
     },
 }
 
-impl From<Status> for Failure {
-    fn from(s: Status) -> Self {
-        Failure::Status(s)
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Error(e)
     }
 }
 
@@ -63,7 +110,7 @@ impl From<crate::batcher::ProposeError> for Failure {
             crate::batcher::ProposeError::NotLeader { leader_id, leader } => {
                 Failure::NotLeader { leader_id, leader }
             }
-            other => Failure::Status(error::propose(other)),
+            other => Failure::Error(error::propose(other)),
         }
     }
 }
@@ -74,7 +121,7 @@ impl From<crate::reads::ReadError> for Failure {
             crate::reads::ReadError::NotLeader { leader_id, leader } => {
                 Failure::NotLeader { leader_id, leader }
             }
-            other => Failure::Status(error::read(other)),
+            other => Failure::Error(error::read(other)),
         }
     }
 }
@@ -114,7 +161,7 @@ impl Router {
     }
 
     /// Route a leader-only request.
-    pub fn route(&self, forwarded: bool) -> Result<Route, Status> {
+    pub fn route(&self, forwarded: bool) -> Result<Route, ApiError> {
         match self.leader() {
             Some((id, _)) if id == self.id => Ok(Route::Local),
             Some((id, info)) => self.forward_to(forwarded, Some(id), Some(info)),
@@ -128,7 +175,7 @@ impl Router {
         forwarded: bool,
         leader_id: Option<NodeId>,
         leader: Option<NodeInfo>,
-    ) -> Result<Route, Status> {
+    ) -> Result<Route, ApiError> {
         match (leader_id, leader) {
             (Some(id), _) if id == self.id => {
                 Err(error::unavailable("leadership is changing", None))
@@ -142,7 +189,7 @@ impl Router {
                 }
                 let ch = self
                     .channels
-                    .get(&info.client_addr)
+                    .get(id, &info.client_addr)
                     .map_err(|e| error::unavailable(e.to_string(), Some((id, &info))))?;
                 Ok(Route::Forward(ch, info.client_addr))
             }
@@ -150,15 +197,32 @@ impl Router {
         }
     }
 
-    /// Wrap a message for forwarding.
-    pub fn request<T>(&self, msg: T) -> Request<T> {
+    /// Forward `req` to the leader at `leader_addr` for `caller`; the answer names the leader.
+    pub async fn forward<R: Forward>(
+        &self,
+        ch: Channel,
+        leader_addr: String,
+        caller: &Caller,
+        req: R,
+    ) -> Result<Served<R::Answer>, ApiError> {
+        let r = self.request(caller, req)?;
+        match R::send(sessions_client(ch), r).await {
+            Ok(answer) => Ok(Served {
+                value: answer.into_inner(),
+                leader_hint: Some(leader_addr),
+            }),
+            Err(status) => Err(grpc::from_status(&status)),
+        }
+    }
+
+    /// Wrap a message for forwarding on behalf of `caller`.
+    pub fn request<T>(&self, caller: &Caller, msg: T) -> Result<Request<T>, ApiError> {
         let mut r = Request::new(msg);
-        r.metadata_mut().insert(
-            FORWARDED_KEY,
-            tonic::metadata::MetadataValue::from_static("1"),
-        );
+        let name = tonic::metadata::MetadataValue::try_from(caller.name())
+            .map_err(|_| error::invalid("principal name is not valid metadata"))?;
+        r.metadata_mut().insert(FORWARDED_FOR_KEY, name);
         r.set_timeout(self.timeout);
-        r
+        Ok(r)
     }
 }
 
@@ -167,9 +231,4 @@ pub fn sessions_client(ch: Channel) -> SessionsClient<Channel> {
     SessionsClient::new(ch)
         .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-}
-
-/// Whether a request was forwarded by another node.
-pub fn is_forwarded<T>(r: &Request<T>) -> bool {
-    r.metadata().contains_key(FORWARDED_KEY)
 }

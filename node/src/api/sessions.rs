@@ -1,34 +1,40 @@
-//! The `Sessions` service: parses and checks requests, draws the random values a command
-//! needs (ids, tokens), proposes through the batcher or reads through the read barrier, and
-//! turns outcomes into responses. The rules themselves live in `sessiond_state`.
+//! The sessions core: every `Sessions` operation as a function of the authenticated caller and
+//! a typed request, answering a typed response or an [`ApiError`]. It parses and checks
+//! requests, authorises the caller, draws the random values a command needs (ids, tokens),
+//! proposes through the batcher or reads through the read barrier, and forwards leader-only
+//! calls to the leader. It knows no transport: the gRPC adapter (`api::grpc`) and any other
+//! adapter call these functions. The rules themselves live in `sessiond_state`.
 
+use super::caller::Caller;
 use super::convert;
-use super::error;
-use super::route::{is_forwarded, sessions_client, with_leader_hint, Failure, Route, Router};
+use super::error::{self, ApiError};
+use super::route::{Failure, Forward, Route, Router, Served};
 use crate::batcher::{Proposer, POLICY_KEY};
 use crate::clock::wall_ms;
 use crate::observe::Observer;
 use crate::reads::ReadBarrier;
 use crate::store::StateReader;
 use sessiond_proto::v1 as pb;
-use sessiond_proto::v1::sessions_server::Sessions;
+use sessiond_security::Role;
 use sessiond_state::command::{Command, Outcome, Reply, SessionError, Successor, Target};
 use sessiond_state::keys;
 use sessiond_state::kv::{Cf, KvRead};
 use sessiond_state::record::{Policy, ReusePolicy};
-use sessiond_state::token::{RequestId, SessionId, Token};
+use sessiond_state::token::{RequestId, SealKey, SessionId, Token};
 use sessiond_state::{limits, query};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
 
 /// Revocation events read per poll of the feed.
 const WATCH_PAGE: usize = 1024;
 
-/// The `Sessions` service of one node.
+/// The revocation feed as the core hands it to an adapter.
+pub type RevocationStream = Pin<Box<dyn Stream<Item = Result<pb::Revocation, ApiError>> + Send>>;
+
+/// The sessions core of one node.
 #[derive(Clone)]
-pub struct SessionsService {
+pub struct SessionsCore {
     pub(crate) router: Router,
     pub(crate) proposer: Proposer,
     pub(crate) reads: ReadBarrier,
@@ -37,47 +43,15 @@ pub struct SessionsService {
     pub(crate) bootstrap_policy: Policy,
     pub(crate) observer: Arc<dyn Observer>,
     pub(crate) freshness: crate::freshness::Freshness,
-}
-
-/// Serve a leader-only request: here when this node leads, else forwarded to the leader.
-/// `$local` borrows the request; forwarding moves it.
-macro_rules! leader_only {
-    ($self:ident, $forwarded:expr, $req:ident, $method:ident, $local:expr) => {{
-        match $self.router.route($forwarded)? {
-            Route::Forward(ch, leader) => {
-                return with_leader_hint(
-                    sessions_client(ch)
-                        .$method($self.router.request($req))
-                        .await,
-                    &leader,
-                )
-            }
-            Route::Local => {}
-        }
-        let local: Result<_, Failure> = $local;
-        match local {
-            Ok(resp) => Ok(Response::new(resp)),
-            Err(Failure::Status(s)) => Err(s),
-            Err(Failure::NotLeader { leader_id, leader }) => {
-                match $self.router.forward_to($forwarded, leader_id, leader)? {
-                    Route::Forward(ch, leader) => with_leader_hint(
-                        sessions_client(ch)
-                            .$method($self.router.request($req))
-                            .await,
-                        &leader,
-                    ),
-                    Route::Local => Err(error::unavailable("leadership is changing", None)),
-                }
-            }
-        }
-    }};
+    /// Seals a created session's token in its dedup row; the same on every node.
+    pub(crate) seal_key: SealKey,
 }
 
 fn random<const N: usize>() -> [u8; N] {
     rand::random()
 }
 
-fn request_id(bytes: &[u8]) -> Result<RequestId, Status> {
+fn request_id(bytes: &[u8]) -> Result<RequestId, ApiError> {
     RequestId::from_slice(bytes).map_err(error::format)
 }
 
@@ -86,10 +60,10 @@ fn unexpected(reply: &Reply) -> Failure {
         ?reply,
         "state machine answered with an unexpected reply kind"
     );
-    Failure::Status(Status::internal("unexpected reply from the state machine"))
+    Failure::Error(error::internal("unexpected reply from the state machine"))
 }
 
-fn target(r: Option<&pb::SessionRef>) -> Result<(Target, Option<Token>), Status> {
+fn target(r: Option<&pb::SessionRef>) -> Result<(Target, Option<Token>), ApiError> {
     match r.and_then(|r| r.by.as_ref()) {
         Some(pb::session_ref::By::Token(t)) => {
             let token = Token::parse(t).map_err(error::format)?;
@@ -103,10 +77,35 @@ fn target(r: Option<&pb::SessionRef>) -> Result<(Target, Option<Token>), Status>
     }
 }
 
-impl SessionsService {
-    fn policy(&self) -> Result<Policy, Status> {
+impl SessionsCore {
+    /// Serve a leader-only request: here when this node leads, else forwarded to the leader
+    /// with the caller's identity. `local` runs only here, on a borrowed request.
+    async fn leader_only<R: Forward>(
+        &self,
+        caller: &Caller,
+        req: R,
+        local: impl AsyncFnOnce(&R) -> Result<R::Answer, Failure>,
+    ) -> Result<Served<R::Answer>, ApiError> {
+        let (leader_id, leader) = match self.router.route(caller.forwarded)? {
+            Route::Forward(ch, addr) => return self.router.forward(ch, addr, caller, req).await,
+            Route::Local => match local(&req).await {
+                Ok(v) => return Ok(Served::here(v)),
+                Err(Failure::Error(e)) => return Err(e),
+                Err(Failure::NotLeader { leader_id, leader }) => (leader_id, leader),
+            },
+        };
+        match self
+            .router
+            .forward_to(caller.forwarded, leader_id, leader)?
+        {
+            Route::Forward(ch, addr) => self.router.forward(ch, addr, caller, req).await,
+            Route::Local => Err(error::unavailable("leadership is changing", None)),
+        }
+    }
+
+    fn policy(&self) -> Result<Policy, ApiError> {
         let view = self.state.view();
-        match sessiond_state::kv::KvRead::get(&view, Cf::Meta, POLICY_KEY) {
+        match KvRead::get(&view, Cf::Meta, POLICY_KEY) {
             Ok(Some(_)) => query::policy(&view).map_err(error::storage),
             Ok(None) => Ok(self.bootstrap_policy.clone()),
             Err(e) => Err(error::storage(e)),
@@ -114,7 +113,7 @@ impl SessionsService {
     }
 
     /// Time for judging expiry on reads: `max(local clock, state-machine time)`.
-    fn now(&self) -> Result<u64, Status> {
+    fn now(&self) -> Result<u64, ApiError> {
         let clock = query::clock(&self.state.view()).map_err(error::storage)?;
         Ok(wall_ms().max(clock))
     }
@@ -123,7 +122,7 @@ impl SessionsService {
     /// the log. The local check is free; only when it says "unknown" is it repeated after a
     /// leadership check, so a session created by a write not yet applied here is not missed.
     async fn known(&self, target: &Target) -> Result<(), Failure> {
-        let exists = |view: &crate::store::StateView<'_>| -> Result<bool, Status> {
+        let exists = |view: &crate::store::StateView<'_>| -> Result<bool, ApiError> {
             let found = match target {
                 Target::Token(h) => view.get(Cf::Tokens, &keys::token(h)),
                 Target::Id(id) => {
@@ -143,17 +142,30 @@ impl SessionsService {
         if exists(&self.state.view())? {
             return Ok(());
         }
-        Err(Failure::Status(error::session(SessionError::NotFound)))
+        Err(Failure::Error(error::session(SessionError::NotFound)))
     }
 
     async fn propose(&self, op: &'static str, command: Command) -> Result<Reply, Failure> {
         let outcome: Outcome = self.proposer.propose(command).await?;
         self.observer.outcome(op, &outcome);
-        outcome.map_err(|e| Failure::Status(error::session(e)))
+        outcome.map_err(|e| Failure::Error(error::session(e)))
+    }
+
+    /// `CreateSession`.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        req: pb::CreateSessionRequest,
+    ) -> Result<Served<pb::CreateSessionResponse>, ApiError> {
+        caller.require(Role::App)?;
+        request_id(&req.request_id)?;
+        self.leader_only(caller, req, async |r| self.create_local(caller, r).await)
+            .await
     }
 
     async fn create_local(
         &self,
+        caller: &Caller,
         req: &pb::CreateSessionRequest,
     ) -> Result<pb::CreateSessionResponse, Failure> {
         let rid = request_id(&req.request_id)?;
@@ -171,11 +183,12 @@ impl SessionsService {
         };
         check().map_err(error::session)?;
         let token = Token::from_bytes(random());
+        let id = SessionId(random());
         let command = Command::Create {
-            request_id: rid.key(),
-            id: SessionId(random()),
+            request_id: rid.key(caller.name()),
+            id,
             token_hash: token.hash(),
-            sealed_token: rid.seal(&token),
+            sealed_token: rid.seal(&self.seal_key, &id, &token),
             user_id: req.user_id.clone(),
             data: req.data.clone(),
             attributes,
@@ -190,11 +203,40 @@ impl SessionsService {
                 ..
             } => Ok(pb::CreateSessionResponse {
                 session: Some(convert::session(&session)),
-                token: rid.open(&sealed_token).expose(),
+                // A replay answers with the first create's session, whose id sealed the token.
+                token: rid
+                    .open(&self.seal_key, &session.id, &sealed_token)
+                    .expose(),
                 replayed,
             }),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// `GetSession`: linearizable through the leader, or `STALE` from this node while it is
+    /// fresh.
+    pub async fn get(
+        &self,
+        caller: &Caller,
+        mut req: pb::GetSessionRequest,
+    ) -> Result<Served<pb::GetSessionResponse>, ApiError> {
+        caller.require(Role::App)?;
+        let token = Token::parse(&req.token).map_err(error::format)?;
+        if req.consistency == pb::Consistency::Stale as i32 && self.freshness.fresh() {
+            // Served here. A touch that is due, or a reuse to record, is a write: those go
+            // to the leader as the equivalent leader-only call.
+            match self.get_local(&token, req.touch, false).await {
+                Ok(r) => return Ok(Served::here(r)),
+                Err(Failure::Error(e)) => return Err(e),
+                Err(Failure::NotLeader { .. }) => {}
+            }
+            req.consistency = pb::Consistency::Linearizable as i32;
+        }
+        let touch = req.touch;
+        self.leader_only(caller, req, async |_| {
+            self.get_local(&token, touch, true).await
+        })
+        .await
     }
 
     /// Validate a token against local state; `linearizable` first confirms leadership.
@@ -227,9 +269,9 @@ impl SessionsService {
             }
             Err(SessionError::TokenReused) => {
                 self.report_reuse(token).await?;
-                Err(Failure::Status(error::session(SessionError::TokenReused)))
+                Err(Failure::Error(error::session(SessionError::TokenReused)))
             }
-            Err(e) => Err(Failure::Status(error::session(e))),
+            Err(e) => Err(Failure::Error(error::session(e))),
         }
     }
 
@@ -270,16 +312,40 @@ impl SessionsService {
         }
     }
 
-    async fn touch_local(&self, token: &Token) -> Result<pb::TouchSessionResponse, Failure> {
-        let got = self.get_local(token, true, true).await?;
-        Ok(pb::TouchSessionResponse {
-            session: got.session,
-            superseded: got.superseded,
+    /// `TouchSession`.
+    pub async fn touch(
+        &self,
+        caller: &Caller,
+        req: pb::TouchSessionRequest,
+    ) -> Result<Served<pb::TouchSessionResponse>, ApiError> {
+        caller.require(Role::App)?;
+        let token = Token::parse(&req.token).map_err(error::format)?;
+        self.leader_only(caller, req, async |_| {
+            let got = self.get_local(&token, true, true).await?;
+            Ok(pb::TouchSessionResponse {
+                session: got.session,
+                superseded: got.superseded,
+            })
         })
+        .await
+    }
+
+    /// `RotateToken`.
+    pub async fn rotate(
+        &self,
+        caller: &Caller,
+        req: pb::RotateTokenRequest,
+    ) -> Result<Served<pb::RotateTokenResponse>, ApiError> {
+        caller.require(Role::App)?;
+        Token::parse(&req.token).map_err(error::format)?;
+        request_id(&req.request_id)?;
+        self.leader_only(caller, req, async |r| self.rotate_local(caller, r).await)
+            .await
     }
 
     async fn rotate_local(
         &self,
+        caller: &Caller,
         req: &pb::RotateTokenRequest,
     ) -> Result<pb::RotateTokenResponse, Failure> {
         let token = Token::parse(&req.token).map_err(error::format)?;
@@ -287,7 +353,7 @@ impl SessionsService {
         self.known(&Target::Token(token.hash())).await?;
         let successor = Token::from_bytes(random());
         let command = Command::Rotate {
-            request_id: rid.key(),
+            request_id: rid.key(caller.name()),
             token_hash: token.hash(),
             new_token_hash: successor.hash(),
             sealed_successor: token.seal(&successor),
@@ -313,8 +379,22 @@ impl SessionsService {
         }
     }
 
+    /// `UpdateSession`.
+    pub async fn update(
+        &self,
+        caller: &Caller,
+        req: pb::UpdateSessionRequest,
+    ) -> Result<Served<pb::UpdateSessionResponse>, ApiError> {
+        caller.require(Role::App)?;
+        target(req.session.as_ref())?;
+        request_id(&req.request_id)?;
+        self.leader_only(caller, req, async |r| self.update_local(caller, r).await)
+            .await
+    }
+
     async fn update_local(
         &self,
+        caller: &Caller,
         req: &pb::UpdateSessionRequest,
     ) -> Result<pb::UpdateSessionResponse, Failure> {
         let (target, _) = target(req.session.as_ref())?;
@@ -332,7 +412,7 @@ impl SessionsService {
             limits::attributes(&policy, a).map_err(error::session)?;
         }
         let command = Command::Update {
-            request_id: rid.key(),
+            request_id: rid.key(caller.name()),
             target,
             expected_version: req.expected_version,
             data: req.data.clone(),
@@ -347,8 +427,22 @@ impl SessionsService {
         }
     }
 
+    /// `RevokeSession` (logout).
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        req: pb::RevokeSessionRequest,
+    ) -> Result<Served<pb::RevokeSessionResponse>, ApiError> {
+        caller.require(Role::App)?;
+        target(req.session.as_ref())?;
+        request_id(&req.request_id)?;
+        self.leader_only(caller, req, async |r| self.revoke_local(caller, r).await)
+            .await
+    }
+
     async fn revoke_local(
         &self,
+        caller: &Caller,
         req: &pb::RevokeSessionRequest,
     ) -> Result<pb::RevokeSessionResponse, Failure> {
         let (target, _) = target(req.session.as_ref())?;
@@ -356,7 +450,7 @@ impl SessionsService {
         limits::reason(&req.reason).map_err(error::session)?;
         self.known(&target).await?;
         let command = Command::Revoke {
-            request_id: rid.key(),
+            request_id: rid.key(caller.name()),
             target,
             reason: req.reason.clone(),
         };
@@ -374,8 +468,23 @@ impl SessionsService {
         }
     }
 
+    /// `RevokeUserSessions` ("log out everywhere").
+    pub async fn revoke_user(
+        &self,
+        caller: &Caller,
+        req: pb::RevokeUserSessionsRequest,
+    ) -> Result<Served<pb::RevokeUserSessionsResponse>, ApiError> {
+        caller.require(Role::App)?;
+        request_id(&req.request_id)?;
+        self.leader_only(caller, req, async |r| {
+            self.revoke_user_local(caller, r).await
+        })
+        .await
+    }
+
     async fn revoke_user_local(
         &self,
+        caller: &Caller,
         req: &pb::RevokeUserSessionsRequest,
     ) -> Result<pb::RevokeUserSessionsResponse, Failure> {
         let rid = request_id(&req.request_id)?;
@@ -387,7 +496,7 @@ impl SessionsService {
             Some(SessionId::parse(&req.except_id).map_err(error::format)?)
         };
         let command = Command::RevokeUser {
-            request_id: rid.key(),
+            request_id: rid.key(caller.name()),
             user_id: req.user_id.clone(),
             except,
             reason: req.reason.clone(),
@@ -399,6 +508,27 @@ impl SessionsService {
             }),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// `ListUserSessions`.
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        req: pb::ListUserSessionsRequest,
+    ) -> Result<Served<pb::ListUserSessionsResponse>, ApiError> {
+        caller.require(Role::App)?;
+        limits::user_id(&req.user_id).map_err(error::session)?;
+        if req.consistency == pb::Consistency::Stale as i32 && self.freshness.fresh() {
+            return match self.list_local(&req.user_id, false).await {
+                Ok(r) => Ok(Served::here(r)),
+                Err(Failure::Error(e)) => Err(e),
+                Err(Failure::NotLeader { .. }) => Err(error::unavailable("not serving", None)),
+            };
+        }
+        self.leader_only(caller, req, async |r| {
+            self.list_local(&r.user_id, true).await
+        })
+        .await
     }
 
     async fn list_local(
@@ -417,175 +547,16 @@ impl SessionsService {
             sessions: sessions.iter().map(convert::session).collect(),
         })
     }
-}
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::Revocation, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Sessions for SessionsService {
-    async fn create_session(
+    /// `WatchRevocations`: the revocation feed from `from_index` (0: from now on), served from
+    /// this node's applied state.
+    pub fn watch_revocations(
         &self,
-        request: Request<pb::CreateSessionRequest>,
-    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        request_id(&req.request_id)?;
-        leader_only!(
-            self,
-            forwarded,
-            req,
-            create_session,
-            self.create_local(&req).await
-        )
-    }
-
-    async fn get_session(
-        &self,
-        request: Request<pb::GetSessionRequest>,
-    ) -> Result<Response<pb::GetSessionResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        let token = Token::parse(&req.token).map_err(error::format)?;
-        if req.consistency == pb::Consistency::Stale as i32 && self.freshness.fresh() {
-            // Served here. A touch that is due, or a reuse to record, is a write: those go
-            // to the leader as the equivalent leader-only call.
-            match self.get_local(&token, req.touch, false).await {
-                Ok(r) => return Ok(Response::new(r)),
-                Err(Failure::Status(s)) => return Err(s),
-                Err(Failure::NotLeader { .. }) => {}
-            }
-            let mut req = req;
-            req.consistency = pb::Consistency::Linearizable as i32;
-            return leader_only!(
-                self,
-                forwarded,
-                req,
-                get_session,
-                self.get_local(&token, req.touch, true).await
-            );
-        }
-        leader_only!(
-            self,
-            forwarded,
-            req,
-            get_session,
-            self.get_local(&token, req.touch, true).await
-        )
-    }
-
-    async fn rotate_token(
-        &self,
-        request: Request<pb::RotateTokenRequest>,
-    ) -> Result<Response<pb::RotateTokenResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        Token::parse(&req.token).map_err(error::format)?;
-        request_id(&req.request_id)?;
-        leader_only!(
-            self,
-            forwarded,
-            req,
-            rotate_token,
-            self.rotate_local(&req).await
-        )
-    }
-
-    async fn update_session(
-        &self,
-        request: Request<pb::UpdateSessionRequest>,
-    ) -> Result<Response<pb::UpdateSessionResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        target(req.session.as_ref())?;
-        request_id(&req.request_id)?;
-        leader_only!(
-            self,
-            forwarded,
-            req,
-            update_session,
-            self.update_local(&req).await
-        )
-    }
-
-    async fn touch_session(
-        &self,
-        request: Request<pb::TouchSessionRequest>,
-    ) -> Result<Response<pb::TouchSessionResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        let token = Token::parse(&req.token).map_err(error::format)?;
-        leader_only!(
-            self,
-            forwarded,
-            req,
-            touch_session,
-            self.touch_local(&token).await
-        )
-    }
-
-    async fn revoke_session(
-        &self,
-        request: Request<pb::RevokeSessionRequest>,
-    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        target(req.session.as_ref())?;
-        request_id(&req.request_id)?;
-        leader_only!(
-            self,
-            forwarded,
-            req,
-            revoke_session,
-            self.revoke_local(&req).await
-        )
-    }
-
-    async fn revoke_user_sessions(
-        &self,
-        request: Request<pb::RevokeUserSessionsRequest>,
-    ) -> Result<Response<pb::RevokeUserSessionsResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        request_id(&req.request_id)?;
-        leader_only!(
-            self,
-            forwarded,
-            req,
-            revoke_user_sessions,
-            self.revoke_user_local(&req).await
-        )
-    }
-
-    async fn list_user_sessions(
-        &self,
-        request: Request<pb::ListUserSessionsRequest>,
-    ) -> Result<Response<pb::ListUserSessionsResponse>, Status> {
-        let forwarded = is_forwarded(&request);
-        let req = request.into_inner();
-        limits::user_id(&req.user_id).map_err(error::session)?;
-        if req.consistency == pb::Consistency::Stale as i32 && self.freshness.fresh() {
-            return match self.list_local(&req.user_id, false).await {
-                Ok(r) => Ok(Response::new(r)),
-                Err(Failure::Status(s)) => Err(s),
-                Err(Failure::NotLeader { .. }) => Err(error::unavailable("not serving", None)),
-            };
-        }
-        leader_only!(
-            self,
-            forwarded,
-            req,
-            list_user_sessions,
-            self.list_local(&req.user_id, true).await
-        )
-    }
-
-    type WatchRevocationsStream = WatchStream;
-
-    async fn watch_revocations(
-        &self,
-        request: Request<pb::WatchRevocationsRequest>,
-    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let from = request.into_inner().from_index;
+        caller: &Caller,
+        req: pb::WatchRevocationsRequest,
+    ) -> Result<RevocationStream, ApiError> {
+        caller.require(Role::Watch)?;
+        let from = req.from_index;
         let state = self.state.clone();
         let mut applied = state.subscribe_applied();
         let mut next = if from == 0 {
@@ -637,8 +608,6 @@ impl Sessions for SessionsService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 }
