@@ -35,14 +35,7 @@ fn make() -> anyhow::Result<Credentials> {
         &path,
         NODE_CERTS,
         &["127.0.0.1".to_owned(), "localhost".to_owned()],
-        &[(
-            PRINCIPAL.to_owned(),
-            vec![
-                sessiond_security::Role::App,
-                sessiond_security::Role::Watch,
-                sessiond_security::Role::Operator,
-            ],
-        )],
+        &[(PRINCIPAL.to_owned(), sessiond_security::Role::ALL.to_vec())],
     )?;
     let read =
         |name: String| std::fs::read(path.join(&name)).with_context(|| format!("reading {name}"));

@@ -46,9 +46,7 @@ pub enum Authenticator {
 fn with_every_role(name: &str) -> Principal {
     Principal {
         name: name.to_owned(),
-        roles: [Role::App, Role::Watch, Role::Operator]
-            .into_iter()
-            .collect(),
+        roles: Role::ALL.into_iter().collect(),
     }
 }
 

@@ -88,14 +88,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         &certs,
         args.nodes,
         &["127.0.0.1".to_owned(), "localhost".to_owned()],
-        &[(
-            DEV_CLIENT.to_owned(),
-            vec![
-                sessiond_security::Role::App,
-                sessiond_security::Role::Watch,
-                sessiond_security::Role::Operator,
-            ],
-        )],
+        &[(DEV_CLIENT.to_owned(), sessiond_security::Role::ALL.to_vec())],
     )?;
     let mut children = Vec::new();
     for n in &nodes {

@@ -61,6 +61,28 @@ fn bearer<T>(msg: T, secret: &str) -> tonic::Request<T> {
     r
 }
 
+/// Issue a bearer credential with the app role to principal `name` (`sessiond certs
+/// credential`) and SIGHUP every node; the secret.
+fn issue_credential(c: &TestCluster, name: &str) -> String {
+    let file = c.certs.join(format!("{name}.secret"));
+    sessiond_certs(
+        &c.certs,
+        &[
+            "credential",
+            "--name",
+            name,
+            "--role",
+            "app",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+    );
+    for i in 0..c.nodes.len() {
+        c.reload(i);
+    }
+    std::fs::read_to_string(&file).unwrap().trim().to_owned()
+}
+
 /// Sessions of `user`, read by the harness's admin principal.
 async fn sessions_of(c: &TestCluster, user: &str) -> usize {
     c.leader_client()
@@ -174,29 +196,10 @@ async fn callers_are_authenticated_and_authorised_by_role() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bearer_credential_authenticates_once_the_nodes_reload() {
     let c = TestCluster::start3().await;
-    let secret_file = c.certs.join("svc.secret");
-    sessiond_certs(
-        &c.certs,
-        &[
-            "credential",
-            "--name",
-            "svc",
-            "--role",
-            "app",
-            "--out",
-            secret_file.to_str().unwrap(),
-        ],
-    );
-    let secret = std::fs::read_to_string(&secret_file)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let secret = issue_credential(&c, "svc");
     assert!(secret.starts_with("sd_"));
     let access = std::fs::read_to_string(c.certs.join("access.toml")).unwrap();
     assert!(!access.contains(&secret), "only the hash is stored");
-    for i in 0..c.nodes.len() {
-        c.reload(i);
-    }
     let leader = c.leader().await;
     let addr = c.nodes[leader].client_addr.clone();
     let created = wait_for(
@@ -418,26 +421,7 @@ async fn certificates_and_credentials_rotate_without_a_restart() {
     };
 
     // A credential in use, then replaced by a new one and revoked.
-    let old_file = c.certs.join("old.secret");
-    sessiond_certs(
-        &c.certs,
-        &[
-            "credential",
-            "--name",
-            "svc-old",
-            "--role",
-            "app",
-            "--out",
-            old_file.to_str().unwrap(),
-        ],
-    );
-    for i in 0..3 {
-        c.reload(i);
-    }
-    let old = std::fs::read_to_string(&old_file)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let old = issue_credential(&c, "svc-old");
     let leader = c.leader().await;
     let addr = c.nodes[leader].client_addr.clone();
     let call = |secret: String| {
@@ -458,23 +442,8 @@ async fn certificates_and_credentials_rotate_without_a_restart() {
     )
     .await;
     let access_before = std::fs::read_to_string(c.certs.join("access.toml")).unwrap();
-    let new_file = c.certs.join("new.secret");
-    sessiond_certs(
-        &c.certs,
-        &[
-            "credential",
-            "--name",
-            "svc-new",
-            "--role",
-            "app",
-            "--out",
-            new_file.to_str().unwrap(),
-        ],
-    );
-    let new = std::fs::read_to_string(&new_file)
-        .unwrap()
-        .trim()
-        .to_owned();
+    // The new credential is handed out first, then the old one revoked.
+    let new = issue_credential(&c, "svc-new");
     // Revoke the old one: its entry leaves the access file.
     let access = std::fs::read_to_string(c.certs.join("access.toml")).unwrap();
     let start = access.find("name = \"svc-old\"").unwrap();
@@ -556,26 +525,7 @@ async fn no_token_credential_or_key_reaches_a_log_line() {
         .env("RUST_LOG", "trace")
         .start()
         .await;
-    let secret_file = c.certs.join("svc.secret");
-    sessiond_certs(
-        &c.certs,
-        &[
-            "credential",
-            "--name",
-            "svc",
-            "--role",
-            "app",
-            "--out",
-            secret_file.to_str().unwrap(),
-        ],
-    );
-    for i in 0..3 {
-        c.reload(i);
-    }
-    let secret = std::fs::read_to_string(&secret_file)
-        .unwrap()
-        .trim()
-        .to_owned();
+    let secret = issue_credential(&c, "svc");
     let leader = c.leader().await;
     let follower = c.follower().await;
     let mut tokens = Vec::new();
