@@ -612,3 +612,45 @@ async fn no_token_credential_or_key_reaches_a_log_line() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_port_serves_tls_when_asked() {
+    let c = TestCluster::builder(3)
+        .flags(&["--metrics-tls"])
+        .start()
+        .await;
+    let leader = c.leader().await;
+    let addr = c.nodes[leader].http_addr.clone();
+    // A plaintext request gets no HTTP answer.
+    let plain = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+        Some(buf)
+    }
+    .await
+    .unwrap_or_default();
+    assert!(!plain.starts_with(b"HTTP/"), "plaintext HTTP was answered");
+    // HTTP/1.1 over TLS, trusting the cluster CA, without a client certificate.
+    let mut config =
+        (*sessiond_security::tls::client_config(&c.certs.join("ca.crt"), None).unwrap()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_string(&mut body)).await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("sessiond_insecure 0"), "{body}");
+}
