@@ -105,6 +105,13 @@ pub fn revocation(index: u64, seq: u32) -> Vec<u8> {
     k
 }
 
+/// The (log index, sequence) of a `revocations` key.
+pub fn parse_revocation(key: &[u8]) -> Option<(u64, u32)> {
+    let index = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let seq = u32::from_be_bytes(key.get(8..12)?.try_into().ok()?);
+    Some((index, seq))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

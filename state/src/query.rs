@@ -98,19 +98,59 @@ pub fn expiry_due<R: KvRead + ?Sized>(kv: &R, now_ms: u64) -> Result<bool, Stora
     Ok(false)
 }
 
+/// A position in the revocation feed: the next event to read. One log entry can hold more
+/// events than a page (a user's whole cap revoked at once), so a position names the event
+/// inside its entry, not only the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedCursor {
+    pub index: u64,
+    pub seq: u32,
+}
+
+impl FeedCursor {
+    /// The first event of entry `index`.
+    pub fn at(index: u64) -> FeedCursor {
+        FeedCursor { index, seq: 0 }
+    }
+
+    /// The position right after the event at (`index`, `seq`).
+    fn after(index: u64, seq: u32) -> FeedCursor {
+        match seq.checked_add(1) {
+            Some(seq) => FeedCursor { index, seq },
+            None => FeedCursor::at(index.saturating_add(1)),
+        }
+    }
+}
+
+/// Revocation events from `cursor` on, at most `limit`, in log order, and the position after
+/// the last one returned (`cursor` itself when there is none).
+pub fn revocations_page<R: KvRead + ?Sized>(
+    kv: &R,
+    cursor: FeedCursor,
+    limit: usize,
+) -> Result<(Vec<RevocationEvent>, FeedCursor), StorageError> {
+    let rows = kv.scan(
+        Cf::Revocations,
+        &keys::revocation(cursor.index, cursor.seq),
+        None,
+        limit,
+    )?;
+    let mut next = cursor;
+    let mut events = Vec::with_capacity(rows.len());
+    for (k, v) in &rows {
+        let (index, seq) = keys::parse_revocation(k)
+            .ok_or_else(|| StorageError("malformed revocations key".into()))?;
+        next = FeedCursor::after(index, seq);
+        events.push(decode(v)?);
+    }
+    Ok((events, next))
+}
+
 /// Revocation events with `index >= from_index`, at most `limit`, in log order.
 pub fn revocations_from<R: KvRead + ?Sized>(
     kv: &R,
     from_index: u64,
     limit: usize,
 ) -> Result<Vec<RevocationEvent>, StorageError> {
-    kv.scan(
-        Cf::Revocations,
-        &keys::revocation(from_index, 0),
-        None,
-        limit,
-    )?
-    .iter()
-    .map(|(_, v)| decode(v))
-    .collect()
+    Ok(revocations_page(kv, FeedCursor::at(from_index), limit)?.0)
 }

@@ -804,6 +804,23 @@ fn the_revocation_feed_is_in_log_order_and_resumable() {
     let rest = query::revocations_from(&sm.kv, first_index + 1, 10).unwrap();
     assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![c]);
     assert_eq!(query::revocations_from(&sm.kv, 0, 1).unwrap().len(), 1);
+
+    // Pages of one event walk through the entry that holds two, never repeating or
+    // skipping one, and end where the feed ends.
+    let mut cursor = query::FeedCursor::at(0);
+    let mut walked = Vec::new();
+    loop {
+        let (page, next) = query::revocations_page(&sm.kv, cursor, 1).unwrap();
+        if page.is_empty() {
+            assert_eq!(next, cursor, "an empty page does not move the cursor");
+            break;
+        }
+        assert!(next > cursor);
+        walked.extend(page.iter().map(|e| e.id));
+        cursor = next;
+        assert!(walked.len() <= 3, "the walk must end");
+    }
+    assert_eq!(walked, vec![b, a, c]);
 }
 
 #[test]

@@ -841,3 +841,94 @@ async fn per_user_cap_evicts_or_refuses() {
     l.revoke_session(req::revoke(&kept[0].token)).await.unwrap();
     l.create_session(req::create("erin", b"")).await.unwrap();
 }
+
+/// One log entry can hold more revocations than the feed reads per page (a user's whole cap
+/// revoked at once): a watcher still gets every one of them, and what comes after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_gets_an_entry_larger_than_a_page_and_what_follows() {
+    const SESSIONS: usize = 1_100;
+    let c = TestCluster::builder(3)
+        .flags(&["--max-sessions-per-user", "2000"])
+        .start()
+        .await;
+    let client = c.leader_client().await;
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                for _ in (t..SESSIONS).step_by(16) {
+                    client
+                        .create_session(CreateSessionRequest {
+                            user_id: "big".into(),
+                            request_id: rid(),
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("create");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let later = client
+        .clone()
+        .create_session(CreateSessionRequest {
+            user_id: "later".into(),
+            request_id: rid(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .id;
+    let mut stream = client
+        .clone()
+        .watch_revocations(WatchRevocationsRequest { from_index: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let revoked = client
+        .clone()
+        .revoke_user_sessions(RevokeUserSessionsRequest {
+            user_id: "big".into(),
+            reason: "everywhere".into(),
+            request_id: rid(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked_ids;
+    assert_eq!(revoked.len(), SESSIONS);
+    client
+        .clone()
+        .revoke_session(RevokeSessionRequest {
+            session: req::by_id(&later),
+            reason: "after".into(),
+            request_id: rid(),
+        })
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains(&later) {
+        let ev = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "watcher stalled after {} of {} events",
+                    seen.len(),
+                    SESSIONS + 1
+                )
+            })
+            .expect("stream open")
+            .expect("an event");
+        assert!(seen.insert(ev.session_id), "an event was sent twice");
+    }
+    assert_eq!(seen.len(), SESSIONS + 1);
+    assert!(revoked.iter().all(|id| seen.contains(id)));
+}

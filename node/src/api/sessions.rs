@@ -559,49 +559,41 @@ impl SessionsCore {
         let from = req.from_index;
         let state = self.state.clone();
         let mut applied = state.subscribe_applied();
-        let mut next = if from == 0 {
+        let mut cursor = query::FeedCursor::at(if from == 0 {
             state.applied_index() + 1
         } else {
             from
-        };
+        });
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
-            // Events already sent at index `next` (a page may end inside one entry's events).
-            let mut sent_at_next = 0usize;
             loop {
                 // Mark the applied index as seen before reading, so an apply that lands after
                 // the read wakes the wait below.
                 let upto = *applied.borrow_and_update();
-                let page = match query::revocations_from(&state.view(), next, WATCH_PAGE) {
+                // The cursor names an event inside its entry, so a page that ends inside an
+                // entry holding more events than a page resumes there.
+                let (page, next) = match query::revocations_page(&state.view(), cursor, WATCH_PAGE)
+                {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(Err(error::storage(e))).await;
                         return;
                     }
                 };
-                let mut skipped = 0usize;
                 for ev in &page {
-                    if ev.index == next && skipped < sent_at_next {
-                        skipped += 1;
-                        continue;
-                    }
                     if tx.send(Ok(convert::revocation(ev))).await.is_err() {
                         return;
                     }
-                    if ev.index == next {
-                        sent_at_next += 1;
-                    } else {
-                        next = ev.index;
-                        sent_at_next = 1;
-                    }
                 }
+                cursor = next;
                 if page.len() == WATCH_PAGE {
+                    // More may be waiting; let other tasks run between pages.
+                    tokio::task::yield_now().await;
                     continue;
                 }
-                // The page was not full: every event in the view from `next` on was sent.
-                let last = page.last().map(|e| e.index).unwrap_or(0);
-                next = next.max(upto.max(last) + 1);
-                sent_at_next = 0;
+                // The page was not full: every event in the view from the cursor on was sent,
+                // and everything applied up to `upto` is in the view.
+                cursor = cursor.max(query::FeedCursor::at(upto + 1));
                 tokio::select! {
                     changed = applied.changed() => if changed.is_err() { return },
                     _ = tx.closed() => return,
