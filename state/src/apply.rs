@@ -1,4 +1,5 @@
-//! Applying one log entry: the dispatcher, and the commands that need no module of their own.
+//! Applying one log entry: the dispatcher, one function per command, and the error type that
+//! lets those functions use `?` on both client refusals and storage failures.
 
 use crate::command::{Batch, Command, Outcome, Reply, SessionError, Target};
 use crate::dedup;
@@ -7,10 +8,11 @@ use crate::keys;
 use crate::kv::{Cf, KvRead, StorageError, Txn};
 use crate::limits;
 use crate::record::{CapPolicy, Policy, ReusePolicy, SessionRecord, TokenRow};
-use crate::rotation::{self, Accepted};
+use crate::rotation::{self, Accepted, Generation, Presented};
 use crate::tables;
-use crate::token::{SessionId, TokenHash};
+use crate::token::{SealedToken, SessionId, TokenHash};
 use crate::tombstone::{self, Feed};
+use std::collections::BTreeMap;
 
 /// Reason recorded when a reused token revokes its session.
 pub const REASON_REUSE: &str = "reuse_detected";
@@ -18,6 +20,41 @@ pub const REASON_REUSE: &str = "reuse_detected";
 pub const REASON_EVICTED: &str = "evicted";
 /// Reason recorded for a revoke that gives none.
 pub const REASON_LOGOUT: &str = "logout";
+
+/// Why applying one command stopped early. The two cases end differently: a refusal is the
+/// command's outcome (remembered for replays, returned to the client, the entry goes on),
+/// while a storage failure aborts the whole entry. One type for both lets every step use `?`.
+#[derive(Debug)]
+pub(crate) enum ApplyError {
+    /// The command is refused; the client gets this error.
+    Session(SessionError),
+    /// The store failed underneath; nothing of the entry may be committed.
+    Storage(StorageError),
+}
+
+impl From<SessionError> for ApplyError {
+    fn from(e: SessionError) -> Self {
+        ApplyError::Session(e)
+    }
+}
+
+impl From<StorageError> for ApplyError {
+    fn from(e: StorageError) -> Self {
+        ApplyError::Storage(e)
+    }
+}
+
+/// The result of applying one command, before it is split into outcome and storage failure.
+pub(crate) type Applied = Result<Reply, ApplyError>;
+
+/// Split an [`Applied`] into the command's outcome and a storage failure for the entry.
+fn settle(r: Applied) -> Result<Outcome, StorageError> {
+    match r {
+        Ok(reply) => Ok(Ok(reply)),
+        Err(ApplyError::Session(e)) => Ok(Err(e)),
+        Err(ApplyError::Storage(e)) => Err(e),
+    }
+}
 
 /// Apply `batch`, the payload of log entry `index`, inside `txn`. Returns one outcome per
 /// command, in order. The caller commits `txn`'s writes atomically together with its own
@@ -56,21 +93,21 @@ impl Ctx {
             if let Some(answer) = dedup::replay(txn, &req, self.now)? {
                 return Ok(answer);
             }
-            let outcome = self.execute(txn, c)?;
+            let outcome = settle(self.execute(txn, c))?;
             dedup::remember(txn, &req, &outcome, self.now, self.policy.dedup_window_ms)?;
             return Ok(outcome);
         }
-        self.execute(txn, c)
+        settle(self.execute(txn, c))
     }
 
-    fn execute<R: KvRead + ?Sized>(
-        &mut self,
-        txn: &mut Txn<'_, R>,
-        c: &Command,
-    ) -> Result<Outcome, StorageError> {
+    /// Run one command: a dispatch to its function. Every field is named, so a new field does
+    /// not compile until it is handed on (or marked unused, as the request id is: `apply`
+    /// has dealt with it).
+    fn execute<R: KvRead + ?Sized>(&mut self, txn: &mut Txn<'_, R>, c: &Command) -> Applied {
         match c {
-            Command::Configure { policy } => Ok(self.configure(txn, policy)),
+            Command::Configure { policy } => self.configure(txn, policy),
             Command::Create {
+                request_id: _,
                 id,
                 token_hash,
                 sealed_token,
@@ -79,241 +116,321 @@ impl Ctx {
                 attributes,
                 idle_timeout_ms,
                 absolute_timeout_ms,
-                ..
-            } => {
-                let checked = (|| {
-                    limits::user_id(user_id)?;
-                    limits::data(&self.policy, data)?;
-                    limits::attributes(&self.policy, attributes)?;
-                    limits::timeouts(&self.policy, *idle_timeout_ms, *absolute_timeout_ms)
-                })();
-                let (idle, absolute) = match checked {
-                    Ok(t) => t,
-                    Err(e) => return Ok(Err(e)),
-                };
-                if tables::session(txn, id)?.is_some() || tables::tombstone(txn, id)?.is_some() {
-                    return Ok(Err(SessionError::InvalidArgument(
-                        "session id already used".into(),
-                    )));
-                }
-                if tables::token_row(txn, token_hash)?.is_some() {
-                    return Ok(Err(SessionError::InvalidArgument(
-                        "token collides with a known token".into(),
-                    )));
-                }
-                let evicted = match self.make_room(txn, user_id)? {
-                    Ok(e) => e,
-                    Err(e) => return Ok(Err(e)),
-                };
-                let rec = SessionRecord {
-                    id: *id,
-                    user_id: user_id.clone(),
-                    generation: 0,
-                    version: 1,
-                    data: data.clone(),
-                    attributes: attributes.clone(),
-                    created_at: self.now,
-                    last_active_at: self.now,
-                    idle_timeout_ms: idle,
-                    absolute_expires_at: self.now.saturating_add(absolute),
-                    token_hash: *token_hash,
-                    last_rotated_at: None,
-                    retired: Vec::new(),
-                };
-                tables::put_token(
-                    txn,
+            } => self.create(
+                txn,
+                NewSession {
+                    id,
                     token_hash,
-                    TokenRow {
-                        id: *id,
-                        generation: 0,
-                    },
-                );
-                txn.put(
-                    Cf::Users,
-                    keys::user(user_id, id),
-                    self.now.to_be_bytes().to_vec(),
-                );
-                tables::put_session(txn, None, &rec);
-                Ok(Ok(Reply::Created {
-                    session: (&rec).into(),
-                    sealed_token: *sealed_token,
-                    evicted,
-                    replayed: false,
-                }))
-            }
+                    sealed_token,
+                    user_id,
+                    data,
+                    attributes,
+                    idle_timeout_ms: *idle_timeout_ms,
+                    absolute_timeout_ms: *absolute_timeout_ms,
+                },
+            ),
             Command::Rotate {
+                request_id: _,
                 token_hash,
                 new_token_hash,
                 sealed_successor,
-                ..
-            } => {
-                let (rec, superseded) = match self.presented(txn, token_hash)? {
-                    Ok(v) => v,
-                    Err(e) => return Ok(Err(e)),
-                };
-                rotation::rotate(
-                    txn,
-                    &self.policy,
-                    rec,
-                    superseded,
-                    token_hash,
-                    new_token_hash,
-                    *sealed_successor,
-                    self.now,
-                )
-            }
+            } => self.rotate(txn, token_hash, new_token_hash, *sealed_successor),
             Command::Update {
+                request_id: _,
                 target,
                 expected_version,
                 data,
                 attributes,
-                ..
-            } => {
-                let checked = (|| {
-                    if let Some(d) = data {
-                        limits::data(&self.policy, d)?;
-                    }
-                    if let Some(a) = attributes {
-                        limits::attributes(&self.policy, a)?;
-                    }
-                    Ok(())
-                })();
-                if let Err(e) = checked {
-                    return Ok(Err(e));
-                }
-                let rec = match self.target(txn, target)? {
-                    Ok((rec, _)) => rec,
-                    Err(e) => return Ok(Err(e)),
-                };
-                if *expected_version != 0 && *expected_version != rec.version {
-                    return Ok(Err(SessionError::VersionConflict {
-                        current: rec.version,
-                    }));
-                }
-                let mut next = rec.clone();
-                if let Some(d) = data {
-                    next.data = d.clone();
-                }
-                if let Some(a) = attributes {
-                    next.attributes = a.clone();
-                }
-                next.version += 1;
-                next.last_active_at = self.now;
-                tables::put_session(txn, Some(&rec), &next);
-                Ok(Ok(Reply::Updated {
-                    session: (&next).into(),
-                    replayed: false,
-                }))
-            }
-            Command::Touch { token_hash } => {
-                let (rec, superseded) = match self.presented(txn, token_hash)? {
-                    Ok(v) => v,
-                    Err(e) => return Ok(Err(e)),
-                };
-                let interval = self.policy.touch_interval_for(rec.idle_timeout_ms);
-                if self.now.saturating_sub(rec.last_active_at) < interval {
-                    return Ok(Ok(Reply::Touched {
-                        session: (&rec).into(),
-                        written: false,
-                        superseded,
-                    }));
-                }
-                let mut next = rec.clone();
-                next.last_active_at = self.now;
-                next.version += 1;
-                tables::put_session(txn, Some(&rec), &next);
-                Ok(Ok(Reply::Touched {
-                    session: (&next).into(),
-                    written: true,
-                    superseded,
-                }))
-            }
-            Command::Revoke { target, reason, .. } => {
-                if let Err(e) = limits::reason(reason) {
-                    return Ok(Err(e));
-                }
-                let reason = if reason.is_empty() {
-                    REASON_LOGOUT
-                } else {
-                    reason.as_str()
-                };
-                self.revoke(txn, target, reason)
-            }
+            } => self.update(
+                txn,
+                target,
+                *expected_version,
+                data.as_deref(),
+                attributes.as_ref(),
+            ),
+            Command::Touch { token_hash } => self.touch(txn, token_hash),
+            Command::Revoke {
+                request_id: _,
+                target,
+                reason,
+            } => self.revoke(txn, target, reason),
             Command::RevokeUser {
+                request_id: _,
                 user_id,
                 except,
                 reason,
-                ..
-            } => {
-                if let Err(e) = limits::user_id(user_id).and_then(|_| limits::reason(reason)) {
-                    return Ok(Err(e));
-                }
-                let reason = if reason.is_empty() {
-                    REASON_LOGOUT
-                } else {
-                    reason.as_str()
-                };
-                let mut ids = Vec::new();
-                for id in tables::user_ids(txn, user_id)? {
-                    if Some(id) == *except {
-                        continue;
-                    }
-                    if let Some(rec) = tables::session(txn, &id)? {
-                        tombstone::revoke(txn, &mut self.feed, &rec, reason, self.now);
-                        ids.push(id);
-                    }
-                }
-                Ok(Ok(Reply::RevokedUser {
-                    ids,
-                    replayed: false,
-                }))
-            }
-            Command::ReportReuse { token_hash } => {
-                let p = rotation::classify(txn, &self.policy, token_hash, self.now)?;
-                let revoked = match rotation::accept(p) {
-                    Accepted::Reused(rec) if self.policy.reuse_policy == ReusePolicy::Revoke => {
-                        tombstone::revoke(txn, &mut self.feed, &rec, REASON_REUSE, self.now);
-                        true
-                    }
-                    _ => false,
-                };
-                Ok(Ok(Reply::ReuseHandled { revoked }))
-            }
-            Command::Expire { limit } => {
-                let s = expiry::sweep(txn, self.now, *limit)?;
-                Ok(Ok(Reply::Expired {
-                    sessions: s.sessions,
-                    tombstones: s.tombstones,
-                    dedup: s.dedup,
-                }))
-            }
+            } => self.revoke_user(txn, user_id, except.as_ref(), reason),
+            Command::ReportReuse { token_hash } => self.report_reuse(txn, token_hash),
+            Command::Expire { limit } => self.expire(txn, *limit),
         }
     }
 
-    fn configure<R: KvRead + ?Sized>(&mut self, txn: &mut Txn<'_, R>, p: &Policy) -> Outcome {
+    fn configure<R: KvRead + ?Sized>(&mut self, txn: &mut Txn<'_, R>, p: &Policy) -> Applied {
         limits::policy(p)?;
         tables::set_policy(txn, p);
         self.policy = p.clone();
         Ok(Reply::Configured)
     }
 
-    /// Accept a presented token for a mutation; a reuse revokes under the `revoke` policy.
+    /// A new session, after making room for it under the per-user cap.
+    fn create<R: KvRead + ?Sized>(&mut self, txn: &mut Txn<'_, R>, new: NewSession<'_>) -> Applied {
+        limits::user_id(new.user_id)?;
+        limits::data(&self.policy, new.data)?;
+        limits::attributes(&self.policy, new.attributes)?;
+        let (idle, absolute) =
+            limits::timeouts(&self.policy, new.idle_timeout_ms, new.absolute_timeout_ms)?;
+        if tables::session(txn, new.id)?.is_some() || tables::tombstone(txn, new.id)?.is_some() {
+            return Err(invalid("session id already used"));
+        }
+        if tables::token_row(txn, new.token_hash)?.is_some() {
+            return Err(invalid("token collides with a known token"));
+        }
+        let evicted = self.make_room(txn, new.user_id)?;
+        let rec = SessionRecord {
+            id: *new.id,
+            user_id: new.user_id.to_string(),
+            generation: 0,
+            version: 1,
+            data: new.data.to_vec(),
+            attributes: new.attributes.clone(),
+            created_at: self.now,
+            last_active_at: self.now,
+            idle_timeout_ms: idle,
+            absolute_expires_at: self.now.saturating_add(absolute),
+            token_hash: *new.token_hash,
+            last_rotated_at: None,
+            retired: Vec::new(),
+        };
+        tables::put_token(
+            txn,
+            new.token_hash,
+            TokenRow {
+                id: *new.id,
+                generation: 0,
+            },
+        );
+        txn.put(
+            Cf::Users,
+            keys::user(new.user_id, new.id),
+            self.now.to_be_bytes().to_vec(),
+        );
+        tables::put_session(txn, None, &rec);
+        Ok(Reply::Created {
+            session: (&rec).into(),
+            sealed_token: *new.sealed_token,
+            evicted,
+            replayed: false,
+        })
+    }
+
+    fn rotate<R: KvRead + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, R>,
+        presented: &TokenHash,
+        new_hash: &TokenHash,
+        sealed: SealedToken,
+    ) -> Applied {
+        let (rec, superseded) = self.presented(txn, presented)?;
+        rotation::rotate(
+            txn,
+            &self.policy,
+            rec,
+            superseded,
+            presented,
+            new_hash,
+            sealed,
+            self.now,
+        )
+    }
+
+    fn update<R: KvRead + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, R>,
+        target: &Target,
+        expected_version: u64,
+        data: Option<&[u8]>,
+        attributes: Option<&BTreeMap<String, String>>,
+    ) -> Applied {
+        if let Some(d) = data {
+            limits::data(&self.policy, d)?;
+        }
+        if let Some(a) = attributes {
+            limits::attributes(&self.policy, a)?;
+        }
+        let (rec, _) = self.target(txn, target)?;
+        if expected_version != 0 && expected_version != rec.version {
+            return Err(SessionError::VersionConflict {
+                current: rec.version,
+            }
+            .into());
+        }
+        let mut next = rec.clone();
+        if let Some(d) = data {
+            next.data = d.to_vec();
+        }
+        if let Some(a) = attributes {
+            next.attributes = a.clone();
+        }
+        next.version += 1;
+        next.last_active_at = self.now;
+        tables::put_session(txn, Some(&rec), &next);
+        Ok(Reply::Updated {
+            session: (&next).into(),
+            replayed: false,
+        })
+    }
+
+    /// Slide the idle deadline, written only when the touch interval has passed.
+    fn touch<R: KvRead + ?Sized>(&mut self, txn: &mut Txn<'_, R>, hash: &TokenHash) -> Applied {
+        let (rec, superseded) = self.presented(txn, hash)?;
+        let interval = self.policy.touch_interval_for(rec.idle_timeout_ms);
+        if self.now.saturating_sub(rec.last_active_at) < interval {
+            return Ok(Reply::Touched {
+                session: (&rec).into(),
+                written: false,
+                superseded,
+            });
+        }
+        let mut next = rec.clone();
+        next.last_active_at = self.now;
+        next.version += 1;
+        tables::put_session(txn, Some(&rec), &next);
+        Ok(Reply::Touched {
+            session: (&next).into(),
+            written: true,
+            superseded,
+        })
+    }
+
+    /// Logout: revoke one session, named by id or token.
+    fn revoke<R: KvRead + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, R>,
+        target: &Target,
+        reason: &str,
+    ) -> Applied {
+        limits::reason(reason)?;
+        let reason = or_logout(reason);
+        let already = |id| {
+            Ok(Reply::Revoked {
+                id,
+                already: true,
+                replayed: false,
+            })
+        };
+        let rec = match target {
+            Target::Id(id) => {
+                if tables::tombstone(txn, id)?.is_some() {
+                    return already(*id);
+                }
+                tables::session(txn, id)?.ok_or(SessionError::NotFound)?
+            }
+            // Unlike the other token operations, an expired session can still be logged out,
+            // and a revoked one answers `already` rather than `REVOKED`.
+            Target::Token(h) => match rotation::classify(txn, &self.policy, h, self.now)? {
+                Presented::Unknown => return Err(SessionError::NotFound.into()),
+                Presented::Revoked(t) => return already(t.id),
+                Presented::Known {
+                    rec,
+                    generation: Generation::Reused,
+                    ..
+                } => {
+                    self.punish_reuse(txn, &rec);
+                    return Err(SessionError::TokenReused.into());
+                }
+                Presented::Known { rec, .. } => rec,
+            },
+        };
+        tombstone::revoke(txn, &mut self.feed, &rec, reason, self.now);
+        Ok(Reply::Revoked {
+            id: rec.id,
+            already: false,
+            replayed: false,
+        })
+    }
+
+    /// Revoke every session of a user but `except`.
+    fn revoke_user<R: KvRead + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, R>,
+        user_id: &str,
+        except: Option<&SessionId>,
+        reason: &str,
+    ) -> Applied {
+        limits::user_id(user_id)?;
+        limits::reason(reason)?;
+        let reason = or_logout(reason);
+        let mut ids = Vec::new();
+        for id in tables::user_ids(txn, user_id)? {
+            if Some(&id) == except {
+                continue;
+            }
+            if let Some(rec) = tables::session(txn, &id)? {
+                tombstone::revoke(txn, &mut self.feed, &rec, reason, self.now);
+                ids.push(id);
+            }
+        }
+        Ok(Reply::RevokedUser {
+            ids,
+            replayed: false,
+        })
+    }
+
+    /// Re-evaluate a reuse a read saw; the session pays as for any other reuse.
+    fn report_reuse<R: KvRead + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, R>,
+        hash: &TokenHash,
+    ) -> Applied {
+        let p = rotation::classify(txn, &self.policy, hash, self.now)?;
+        let revoked = match rotation::accept(p) {
+            Accepted::Reused(rec) => self.punish_reuse(txn, &rec),
+            Accepted::Ok(..) | Accepted::Refused(_) => false,
+        };
+        Ok(Reply::ReuseHandled { revoked })
+    }
+
+    fn expire<R: KvRead + ?Sized>(&mut self, txn: &mut Txn<'_, R>, limit: u32) -> Applied {
+        let s = expiry::sweep(txn, self.now, limit)?;
+        Ok(Reply::Expired {
+            sessions: s.sessions,
+            tombstones: s.tombstones,
+            dedup: s.dedup,
+        })
+    }
+
+    /// What a reused token costs, the one place that decides it: under
+    /// `ReusePolicy::Revoke` its session is revoked (reason [`REASON_REUSE`]), under `Reject`
+    /// nothing is written. Returns whether the session was revoked. A command that presented
+    /// the token answers `TOKEN_REUSED` either way.
+    fn punish_reuse<R: KvRead + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, R>,
+        rec: &SessionRecord,
+    ) -> bool {
+        let revoke = self.policy.reuse_policy == ReusePolicy::Revoke;
+        if revoke {
+            tombstone::revoke(txn, &mut self.feed, rec, REASON_REUSE, self.now);
+        }
+        revoke
+    }
+
+    /// Accept a presented token for a mutation: the record and whether the token is
+    /// superseded. A reuse is refused, at the cost [`Ctx::punish_reuse`] decides.
     fn presented<R: KvRead + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, R>,
         hash: &TokenHash,
-    ) -> Result<Result<(SessionRecord, bool), SessionError>, StorageError> {
+    ) -> Result<(SessionRecord, bool), ApplyError> {
         let p = rotation::classify(txn, &self.policy, hash, self.now)?;
-        Ok(match rotation::accept(p) {
+        match rotation::accept(p) {
             Accepted::Ok(rec, superseded) => Ok((rec, superseded)),
-            Accepted::Refused(e) => Err(e),
+            Accepted::Refused(e) => Err(e.into()),
             Accepted::Reused(rec) => {
-                if self.policy.reuse_policy == ReusePolicy::Revoke {
-                    tombstone::revoke(txn, &mut self.feed, &rec, REASON_REUSE, self.now);
-                }
-                Err(SessionError::TokenReused)
+                self.punish_reuse(txn, &rec);
+                Err(SessionError::TokenReused.into())
             }
-        })
+        }
     }
 
     /// A live session named by token or id.
@@ -321,73 +438,23 @@ impl Ctx {
         &mut self,
         txn: &mut Txn<'_, R>,
         target: &Target,
-    ) -> Result<Result<(SessionRecord, bool), SessionError>, StorageError> {
+    ) -> Result<(SessionRecord, bool), ApplyError> {
         match target {
             Target::Token(h) => self.presented(txn, h),
-            Target::Id(id) => crate::query::by_id(txn, id, self.now).map(|r| r.map(|s| (s, false))),
+            Target::Id(id) => Ok((crate::query::by_id(txn, id, self.now)??, false)),
         }
     }
 
-    fn revoke<R: KvRead + ?Sized>(
-        &mut self,
-        txn: &mut Txn<'_, R>,
-        target: &Target,
-        reason: &str,
-    ) -> Result<Outcome, StorageError> {
-        let rec = match target {
-            Target::Id(id) => {
-                if tables::tombstone(txn, id)?.is_some() {
-                    return Ok(Ok(Reply::Revoked {
-                        id: *id,
-                        already: true,
-                        replayed: false,
-                    }));
-                }
-                match tables::session(txn, id)? {
-                    Some(rec) => rec,
-                    None => return Ok(Err(SessionError::NotFound)),
-                }
-            }
-            Target::Token(h) => match rotation::classify(txn, &self.policy, h, self.now)? {
-                rotation::Presented::Unknown => return Ok(Err(SessionError::NotFound)),
-                rotation::Presented::Revoked(t) => {
-                    return Ok(Ok(Reply::Revoked {
-                        id: t.id,
-                        already: true,
-                        replayed: false,
-                    }))
-                }
-                rotation::Presented::Known {
-                    rec, generation, ..
-                } => {
-                    if generation == rotation::Generation::Reused {
-                        if self.policy.reuse_policy == ReusePolicy::Revoke {
-                            tombstone::revoke(txn, &mut self.feed, &rec, REASON_REUSE, self.now);
-                        }
-                        return Ok(Err(SessionError::TokenReused));
-                    }
-                    rec
-                }
-            },
-        };
-        tombstone::revoke(txn, &mut self.feed, &rec, reason, self.now);
-        Ok(Ok(Reply::Revoked {
-            id: rec.id,
-            already: false,
-            replayed: false,
-        }))
-    }
-
-    /// Make room for one more session of `user_id` under the per-user cap.
+    /// Make room for one more session of `user_id` under the per-user cap: the ids evicted.
     fn make_room<R: KvRead + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, R>,
         user_id: &str,
-    ) -> Result<Result<Vec<SessionId>, SessionError>, StorageError> {
+    ) -> Result<Vec<SessionId>, ApplyError> {
         let cap = self.policy.max_sessions_per_user as usize;
         let ids = tables::user_ids(txn, user_id)?;
         if ids.len() < cap {
-            return Ok(Ok(Vec::new()));
+            return Ok(Vec::new());
         }
         let mut live = Vec::new();
         for id in ids {
@@ -398,13 +465,14 @@ impl Ctx {
             }
         }
         if live.len() < cap {
-            return Ok(Ok(Vec::new()));
+            return Ok(Vec::new());
         }
         if self.policy.cap_policy == CapPolicy::Refuse {
-            return Ok(Err(SessionError::ResourceExhausted(format!(
+            return Err(SessionError::ResourceExhausted(format!(
                 "user already has {} live sessions",
                 live.len()
-            ))));
+            ))
+            .into());
         }
         live.sort_by_key(|r| (r.created_at, r.id));
         let excess = live.len() + 1 - cap;
@@ -413,6 +481,31 @@ impl Ctx {
             tombstone::revoke(txn, &mut self.feed, &rec, REASON_EVICTED, self.now);
             evicted.push(rec.id);
         }
-        Ok(Ok(evicted))
+        Ok(evicted)
+    }
+}
+
+/// A `Create` command's fields, borrowed.
+struct NewSession<'a> {
+    id: &'a SessionId,
+    token_hash: &'a TokenHash,
+    sealed_token: &'a SealedToken,
+    user_id: &'a str,
+    data: &'a [u8],
+    attributes: &'a BTreeMap<String, String>,
+    idle_timeout_ms: Option<u64>,
+    absolute_timeout_ms: Option<u64>,
+}
+
+fn invalid(msg: &str) -> ApplyError {
+    SessionError::InvalidArgument(msg.into()).into()
+}
+
+/// The reason recorded for a revoke: the one given, or [`REASON_LOGOUT`].
+fn or_logout(reason: &str) -> &str {
+    if reason.is_empty() {
+        REASON_LOGOUT
+    } else {
+        reason
     }
 }

@@ -5,7 +5,8 @@
 //! receive the successor the first one produced, which the previous generation keeps sealed
 //! for exactly that purpose.
 
-use crate::command::{Outcome, Reply, SessionError, Successor};
+use crate::apply::Applied;
+use crate::command::{Reply, SessionError, Successor};
 use crate::kv::{KvRead, StorageError, Txn};
 use crate::record::{Policy, RetiredToken, SessionRecord, TokenRow, Tombstone};
 use crate::tables;
@@ -105,7 +106,7 @@ pub(crate) fn rotate<R: KvRead + ?Sized>(
     new_hash: &TokenHash,
     sealed: SealedToken,
     now: u64,
-) -> Result<Outcome, StorageError> {
+) -> Applied {
     if superseded {
         // A racing (or retried) rotation of the previous generation: hand back the successor
         // the first rotation produced.
@@ -115,28 +116,29 @@ pub(crate) fn rotate<R: KvRead + ?Sized>(
             .rev()
             .find(|r| r.hash == *presented)
             .and_then(|r| r.sealed_successor);
-        return Ok(match stored {
+        return match stored {
             Some(s) => Ok(Reply::Rotated {
                 session: (&rec).into(),
                 successor: Successor::Sealed(s),
                 replayed: true,
             }),
-            None => Err(SessionError::TokenReused),
-        });
+            None => Err(SessionError::TokenReused.into()),
+        };
     }
     if let Some(t) = rec.last_rotated_at {
         if now < t.saturating_add(policy.rotation_min_interval_ms) {
-            return Ok(Ok(Reply::Rotated {
+            return Ok(Reply::Rotated {
                 session: (&rec).into(),
                 successor: Successor::Unchanged,
                 replayed: false,
-            }));
+            });
         }
     }
     if tables::token_row(txn, new_hash)?.is_some() {
-        return Ok(Err(SessionError::InvalidArgument(
+        return Err(SessionError::InvalidArgument(
             "successor token collides with a known token".into(),
-        )));
+        )
+        .into());
     }
     let old = rec.clone();
     let mut next = rec;
@@ -170,9 +172,9 @@ pub(crate) fn rotate<R: KvRead + ?Sized>(
         },
     );
     tables::put_session(txn, Some(&old), &next);
-    Ok(Ok(Reply::Rotated {
+    Ok(Reply::Rotated {
         session: (&next).into(),
         successor: Successor::Sealed(sealed),
         replayed: false,
-    }))
+    })
 }
