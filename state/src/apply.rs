@@ -4,8 +4,8 @@
 use crate::command::{Batch, Command, Outcome, Reply, SessionError, Target};
 use crate::dedup;
 use crate::expiry;
-use crate::keys;
-use crate::kv::{Cf, KvRead, StorageError, Txn};
+use crate::keys::ExpiryKind;
+use crate::kv::{KvRead, StorageError, Txn};
 use crate::limits;
 use crate::record::{CapPolicy, Policy, ReusePolicy, SessionRecord, TokenRow};
 use crate::rotation::{self, Accepted, Generation, Presented};
@@ -209,12 +209,7 @@ impl Ctx {
                 generation: 0,
             },
         );
-        txn.put(
-            Cf::Users,
-            keys::user(new.user_id, new.id),
-            self.now.to_be_bytes().to_vec(),
-        );
-        tables::put_session(txn, None, &rec);
+        tables::insert_session(txn, &rec)?;
         Ok(Reply::Created {
             session: (&rec).into(),
             sealed_token: *new.sealed_token,
@@ -335,13 +330,13 @@ impl Ctx {
                     generation: Generation::Reused,
                     ..
                 } => {
-                    self.punish_reuse(txn, &rec);
+                    self.punish_reuse(txn, &rec)?;
                     return Err(SessionError::TokenReused.into());
                 }
                 Presented::Known { rec, .. } => rec,
             },
         };
-        tombstone::revoke(txn, &mut self.feed, &rec, reason, self.now);
+        tombstone::revoke(txn, &mut self.feed, &rec, reason, self.now)?;
         Ok(Reply::Revoked {
             id: rec.id,
             already: false,
@@ -366,7 +361,7 @@ impl Ctx {
                 continue;
             }
             if let Some(rec) = tables::session(txn, &id)? {
-                tombstone::revoke(txn, &mut self.feed, &rec, reason, self.now);
+                tombstone::revoke(txn, &mut self.feed, &rec, reason, self.now)?;
                 ids.push(id);
             }
         }
@@ -384,7 +379,7 @@ impl Ctx {
     ) -> Applied {
         let p = rotation::classify(txn, &self.policy, hash, self.now)?;
         let revoked = match rotation::accept(p) {
-            Accepted::Reused(rec) => self.punish_reuse(txn, &rec),
+            Accepted::Reused(rec) => self.punish_reuse(txn, &rec)?,
             Accepted::Ok(..) | Accepted::Refused(_) => false,
         };
         Ok(Reply::ReuseHandled { revoked })
@@ -407,12 +402,12 @@ impl Ctx {
         &mut self,
         txn: &mut Txn<'_, R>,
         rec: &SessionRecord,
-    ) -> bool {
+    ) -> Result<bool, StorageError> {
         let revoke = self.policy.reuse_policy == ReusePolicy::Revoke;
         if revoke {
-            tombstone::revoke(txn, &mut self.feed, rec, REASON_REUSE, self.now);
+            tombstone::revoke(txn, &mut self.feed, rec, REASON_REUSE, self.now)?;
         }
-        revoke
+        Ok(revoke)
     }
 
     /// Accept a presented token for a mutation: the record and whether the token is
@@ -427,7 +422,7 @@ impl Ctx {
             Accepted::Ok(rec, superseded) => Ok((rec, superseded)),
             Accepted::Refused(e) => Err(e.into()),
             Accepted::Reused(rec) => {
-                self.punish_reuse(txn, &rec);
+                self.punish_reuse(txn, &rec)?;
                 Err(SessionError::TokenReused.into())
             }
         }
@@ -446,39 +441,55 @@ impl Ctx {
     }
 
     /// Make room for one more session of `user_id` under the per-user cap: the ids evicted.
+    ///
+    /// The cap counts live sessions only; a session past its deadline that the sweeper has
+    /// not removed yet holds no place. Decided from the `users` index alone: the user's count
+    /// row says whether the cap is reached at all (one point read), and when no session
+    /// anywhere is past its deadline (one seek in the expiry index) every row is live and the
+    /// oldest are the first rows of the user's prefix. Only while the sweeper lags are the
+    /// user's index rows scanned, for the deadlines their values carry. Either way the only
+    /// records read are the evicted ones.
     fn make_room<R: KvRead + ?Sized>(
         &mut self,
         txn: &mut Txn<'_, R>,
         user_id: &str,
     ) -> Result<Vec<SessionId>, ApplyError> {
-        let cap = self.policy.max_sessions_per_user as usize;
-        let ids = tables::user_ids(txn, user_id)?;
-        if ids.len() < cap {
+        let cap = u64::from(self.policy.max_sessions_per_user);
+        let held = tables::user_count(txn, user_id)?;
+        if held < cap {
             return Ok(Vec::new());
         }
-        let mut live = Vec::new();
-        for id in ids {
-            if let Some(rec) = tables::session(txn, &id)? {
-                if rec.expires_at() > self.now {
-                    live.push(rec);
-                }
-            }
-        }
-        if live.len() < cap {
+        let none_expired = expiry::due(txn, ExpiryKind::Session, self.now, 1)?.is_empty();
+        let (live, oldest) = if none_expired {
+            (held, None)
+        } else {
+            let rows: Vec<_> = tables::user_rows(txn, user_id, usize::MAX)?
+                .into_iter()
+                .filter(|r| r.expires_at > self.now)
+                .collect();
+            (rows.len() as u64, Some(rows))
+        };
+        if live < cap {
             return Ok(Vec::new());
         }
         if self.policy.cap_policy == CapPolicy::Refuse {
             return Err(SessionError::ResourceExhausted(format!(
-                "user already has {} live sessions",
-                live.len()
+                "user already has {live} live sessions"
             ))
             .into());
         }
-        live.sort_by_key(|r| (r.created_at, r.id));
-        let excess = live.len() + 1 - cap;
+        // More than one only after the cap was lowered.
+        let excess = usize::try_from(live + 1 - cap).unwrap_or(usize::MAX);
+        let oldest = match oldest {
+            Some(rows) => rows,
+            None => tables::user_rows(txn, user_id, excess)?,
+        };
         let mut evicted = Vec::new();
-        for rec in live.into_iter().take(excess) {
-            tombstone::revoke(txn, &mut self.feed, &rec, REASON_EVICTED, self.now);
+        for row in oldest.into_iter().take(excess) {
+            let rec = tables::session(txn, &row.id)?.ok_or_else(|| {
+                StorageError(format!("users index names a missing session {:?}", row.id))
+            })?;
+            tombstone::revoke(txn, &mut self.feed, &rec, REASON_EVICTED, self.now)?;
             evicted.push(rec.id);
         }
         Ok(evicted)

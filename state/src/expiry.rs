@@ -59,7 +59,7 @@ pub(crate) fn sweep<R: KvRead + ?Sized>(
                             for h in tables::token_hashes(&rec) {
                                 txn.delete(Cf::Tokens, keys::token(&h));
                             }
-                            tables::delete_session(txn, &rec);
+                            tables::delete_session(txn, &rec)?;
                             swept.sessions += 1;
                         }
                     }

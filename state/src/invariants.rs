@@ -1,5 +1,7 @@
 //! Whole-state consistency checks used by tests: every index row is implied by a record or a
-//! tombstone, and every record or tombstone has all of its index rows.
+//! tombstone, and every record or tombstone has all of its index rows. The `users` index
+//! holds, per session, a row keyed (user, created_at, id) whose value is the record's
+//! deadline, and per user with sessions a count row equal to the number of those rows.
 
 use crate::codec::decode;
 use crate::keys::{self, ExpiryKind};
@@ -43,6 +45,7 @@ pub fn check<R: KvRead + ?Sized>(kv: &R) -> Result<Result<(), String>, StorageEr
     let mut users = BTreeMap::new();
     let mut expiry = BTreeSet::new();
     let mut feed = BTreeMap::new();
+    let mut per_user = BTreeMap::new();
     for r in sessions.values() {
         if tombstones.contains_key(&r.id) {
             return Ok(Err(format!("{:?} is both live and tombstoned", r.id)));
@@ -64,10 +67,14 @@ pub fn check<R: KvRead + ?Sized>(kv: &R) -> Result<Result<(), String>, StorageEr
             );
         }
         users.insert(
-            keys::user(&r.user_id, &r.id),
-            r.created_at.to_be_bytes().to_vec(),
+            keys::user(&r.user_id, r.created_at, &r.id),
+            r.expires_at().to_be_bytes().to_vec(),
         );
+        *per_user.entry(r.user_id.as_str()).or_insert(0u64) += 1;
         expiry.insert(keys::expiry(ExpiryKind::Session, r.expires_at(), &r.id.0));
+    }
+    for (user, n) in per_user {
+        users.insert(keys::user_count(user), n.to_be_bytes().to_vec());
     }
     let mut tomb_tokens: BTreeMap<Vec<u8>, SessionId> = BTreeMap::new();
     for t in tombstones.values() {
@@ -242,9 +249,44 @@ mod tests {
 
     #[test]
     fn every_kind_of_damage_is_found() {
-        damaged(|w, r, _| w.delete(Cf::Users, keys::user(&r.user_id, &r.id)));
-        damaged(|w, r, _| w.put(Cf::Users, keys::user(&r.user_id, &r.id), vec![0; 8]));
-        damaged(|w, r, _| w.put(Cf::Users, keys::user("v", &r.id), vec![0; 8]));
+        let user_row = |r: &SessionRecord| keys::user(&r.user_id, r.created_at, &r.id);
+        damaged(|w, r, _| w.delete(Cf::Users, user_row(r)));
+        // A row whose deadline is not the record's.
+        damaged(|w, r, _| w.put(Cf::Users, user_row(r), vec![0; 8]));
+        damaged(|w, r, _| {
+            let due = r.expires_at() + 1;
+            w.put(Cf::Users, user_row(r), due.to_be_bytes().to_vec())
+        });
+        // Under another creation time, or another user.
+        damaged(|w, r, _| {
+            let due = r.expires_at().to_be_bytes().to_vec();
+            w.delete(Cf::Users, user_row(r));
+            w.put(
+                Cf::Users,
+                keys::user(&r.user_id, r.created_at + 1, &r.id),
+                due,
+            )
+        });
+        damaged(|w, r, _| {
+            let due = r.expires_at().to_be_bytes().to_vec();
+            w.put(Cf::Users, keys::user("v", r.created_at, &r.id), due)
+        });
+        // A count off by one, missing, or left for a user without sessions.
+        damaged(|w, r, _| {
+            w.put(
+                Cf::Users,
+                keys::user_count(&r.user_id),
+                2u64.to_be_bytes().to_vec(),
+            )
+        });
+        damaged(|w, r, _| w.delete(Cf::Users, keys::user_count(&r.user_id)));
+        damaged(|w, _, _| {
+            w.put(
+                Cf::Users,
+                keys::user_count("v"),
+                0u64.to_be_bytes().to_vec(),
+            )
+        });
         damaged(|w, r, _| {
             w.delete(
                 Cf::Expiry,

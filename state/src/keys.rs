@@ -43,18 +43,44 @@ pub fn dedup(k: &RequestKey) -> Vec<u8> {
     k.0.to_vec()
 }
 
-/// Prefix of one user's rows in `users`: u16 BE length ‖ user id.
+/// Prefix of one user's rows in `users`: u16 BE length ‖ user id. Length-prefixed, so no
+/// user's range contains another's.
 pub fn user_prefix(user_id: &str) -> Vec<u8> {
     let b = user_id.as_bytes();
-    let mut k = Vec::with_capacity(2 + b.len() + 16);
+    let mut k = Vec::with_capacity(2 + b.len() + 1 + 24);
     k.extend_from_slice(&(b.len().min(u16::MAX as usize) as u16).to_be_bytes());
     k.extend_from_slice(b);
     k
 }
 
-/// `users` key: user prefix ‖ session id.
-pub fn user(user_id: &str, id: &SessionId) -> Vec<u8> {
+/// Tag after the user prefix of the user's session count row.
+const USER_COUNT: u8 = 0;
+/// Tag after the user prefix of the user's session rows.
+const USER_SESSION: u8 = 1;
+
+/// `users` key of a user's session count (value: u64 BE, the number of session rows; the row
+/// exists only while that number is positive). Lets a create learn whether the user is at the
+/// cap with one point read.
+pub fn user_count(user_id: &str) -> Vec<u8> {
     let mut k = user_prefix(user_id);
+    k.push(USER_COUNT);
+    k
+}
+
+/// Prefix of a user's session rows in `users`, which sort by (created_at, session id): the
+/// oldest session is the first row of a scan of this prefix.
+pub fn user_sessions(user_id: &str) -> Vec<u8> {
+    let mut k = user_prefix(user_id);
+    k.push(USER_SESSION);
+    k
+}
+
+/// `users` key of one session: [`user_sessions`] ‖ created_at (u64 BE) ‖ session id
+/// (value: the session's expires_at, u64 BE, so the cap can tell live rows from expired ones
+/// without decoding records).
+pub fn user(user_id: &str, created_at: u64, id: &SessionId) -> Vec<u8> {
+    let mut k = user_sessions(user_id);
+    k.extend_from_slice(&created_at.to_be_bytes());
     k.extend_from_slice(&id.0);
     k
 }
@@ -71,10 +97,11 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Session id from the tail of a `users` key.
-pub fn user_key_id(key: &[u8]) -> Option<SessionId> {
-    let tail = key.get(key.len().checked_sub(16)?..)?;
-    Some(SessionId(tail.try_into().ok()?))
+/// (created_at, session id) from the tail of a `users` session key.
+pub fn parse_user(key: &[u8]) -> Option<(u64, SessionId)> {
+    let tail = key.get(key.len().checked_sub(24)?..)?;
+    let created_at = u64::from_be_bytes(tail.get(..8)?.try_into().ok()?);
+    Some((created_at, SessionId(tail.get(8..)?.try_into().ok()?)))
 }
 
 /// `expiry` key: kind ‖ due_at (u64 BE) ‖ 16-byte key.
@@ -119,9 +146,21 @@ mod tests {
     #[test]
     fn user_prefixes_do_not_overlap() {
         let id = SessionId([1; 16]);
-        assert!(!user("ab", &id).starts_with(&user_prefix("a")));
-        assert!(user("a", &id).starts_with(&user_prefix("a")));
-        assert_eq!(user_key_id(&user("a", &id)), Some(id));
+        assert!(!user("ab", 5, &id).starts_with(&user_prefix("a")));
+        assert!(user("a", 5, &id).starts_with(&user_sessions("a")));
+        assert!(!user_count("a").starts_with(&user_sessions("a")));
+        assert_eq!(parse_user(&user("a", 5, &id)), Some((5, id)));
+    }
+
+    #[test]
+    fn a_users_sessions_sort_oldest_first_then_by_id() {
+        let (lo, hi) = (SessionId([1; 16]), SessionId([2; 16]));
+        assert!(user("a", 5, &hi) < user("a", 6, &lo));
+        assert!(user("a", 5, &lo) < user("a", 5, &hi));
+        assert!(
+            user("a", 256, &lo) > user("a", 255, &hi),
+            "big-endian times"
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub enum Cf {
     Sessions,
     /// token hash → [`crate::record::TokenRow`]
     Tokens,
-    /// user key ‖ session id → created_at (u64 BE)
+    /// per user: user key ‖ 0 → session count (u64 BE), and user key ‖ 1 ‖ created_at (u64 BE)
+    /// ‖ session id → expires_at (u64 BE), oldest session first (see [`crate::keys::user`])
     Users,
     /// kind ‖ due_at (u64 BE) ‖ key → empty
     Expiry,

@@ -4,7 +4,7 @@
 
 use crate::codec::encode;
 use crate::keys::{self, ExpiryKind};
-use crate::kv::{Cf, KvRead, Txn};
+use crate::kv::{Cf, KvRead, StorageError, Txn};
 use crate::record::{RevocationEvent, SessionRecord, Tombstone};
 use crate::tables;
 
@@ -21,8 +21,8 @@ pub(crate) fn revoke<R: KvRead + ?Sized>(
     rec: &SessionRecord,
     reason: &str,
     now: u64,
-) {
-    tables::delete_session(txn, rec);
+) -> Result<(), StorageError> {
+    tables::delete_session(txn, rec)?;
     let feed_key = keys::revocation(feed.index, feed.seq);
     feed.seq = feed.seq.wrapping_add(1);
     let event = RevocationEvent {
@@ -48,6 +48,7 @@ pub(crate) fn revoke<R: KvRead + ?Sized>(
         Vec::new(),
     );
     txn.put(Cf::Tombstones, keys::session(&rec.id), encode(&t));
+    Ok(())
 }
 
 /// Remove a finished tombstone with its token rows and feed entry.
