@@ -90,7 +90,7 @@ impl Ctx {
             // A remembered id answers without executing or writing anything: a retry gets the
             // first outcome, a different request under the same id a refusal that leaves the
             // first outcome in place.
-            if let Some(answer) = dedup::replay(txn, &req, self.now)? {
+            if let Some(answer) = dedup::replay(txn, &req, c, self.now)? {
                 return Ok(answer);
             }
             let outcome = settle(self.execute(txn, c))?;

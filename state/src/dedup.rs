@@ -8,10 +8,27 @@
 //! payment APIs). Such a refusal writes nothing: the first outcome stays the one a true retry
 //! gets.
 //!
+//! A row keeps what a replay needs, not the session's content: the reply with every session
+//! view's `data` and `attributes` left empty (ids, generation, version, times, deadlines, the
+//! sealed token or successor, evicted or revoked ids), so a row stays small (a few hundred
+//! bytes) whatever the session carries. A replay puts the content back:
+//!
+//! - what the request itself carried (a create's data and attributes, an update's new ones)
+//!   comes from the retry, which the fingerprint proves carries the same values;
+//! - what it did not carry (a rotation's view, an update's unchanged field) comes from the
+//!   session record, while that record is still at the version the first answer reported
+//!   (every write to a record raises its version, so the content is the first answer's);
+//! - otherwise (the session has been written to, revoked or swept since) that content comes
+//!   back empty. This is the one way a replay may differ from the first answer, chosen so
+//!   that no row keeps up to 64 KiB of data plus attributes for the whole window: the
+//!   client still gets what the retry is for (the session id, the token or successor, the
+//!   version and the deadlines), and the content it did not send was not the request's
+//!   result. `docs/semantics.md` describes replays for clients.
+//!
 //! [`RequestId::key`]: crate::token::RequestId::key
 
 use crate::codec::encode;
-use crate::command::{Command, Outcome, Reply, SessionError, Target};
+use crate::command::{Command, Outcome, Reply, SessionError, SessionView, Target};
 use crate::keys::{self, ExpiryKind};
 use crate::kv::{Cf, KvRead, StorageError, Txn};
 use crate::record::{DedupRow, OpKind};
@@ -219,12 +236,14 @@ impl Fingerprint {
     }
 }
 
-/// The answer for `req` if its key is remembered inside its window: the first outcome
-/// (flagged replayed) for the same request, a refusal for a different one. `None`: the
-/// request is fresh. Writes nothing either way.
+/// The answer for `req` (made from command `c`) if its key is remembered inside its window:
+/// the first outcome (flagged replayed, its content put back as the module describes) for
+/// the same request, a refusal for a different one. `None`: the request is fresh. Writes
+/// nothing either way.
 pub(crate) fn replay<R: KvRead + ?Sized>(
     kv: &R,
     req: &Request,
+    c: &Command,
     now: u64,
 ) -> Result<Option<Outcome>, StorageError> {
     let Some(row) = tables::get::<DedupRow, _>(kv, Cf::Dedup, &keys::dedup(&req.key))? else {
@@ -243,11 +262,16 @@ pub(crate) fn replay<R: KvRead + ?Sized>(
             REUSED_FOR_ANOTHER_REQUEST.into(),
         ))));
     }
-    Ok(Some(mark_replayed(row.outcome)))
+    let outcome = match row.outcome {
+        Ok(reply) => Ok(refill(kv, c, reply)?),
+        Err(e) => Err(e),
+    };
+    Ok(Some(mark_replayed(outcome)))
 }
 
-/// Remember `outcome` for `req` until `now + window`. Only for a request [`replay`] found
-/// fresh: it replaces whatever row (one past its window) the key still has.
+/// Remember `outcome` for `req` until `now + window`, without session content (see the
+/// module). Only for a request [`replay`] found fresh: it replaces whatever row (one past its
+/// window) the key still has.
 pub(crate) fn remember<R: KvRead + ?Sized>(
     txn: &mut Txn<'_, R>,
     req: &Request,
@@ -268,7 +292,10 @@ pub(crate) fn remember<R: KvRead + ?Sized>(
         op: req.op,
         fingerprint: req.fingerprint,
         expires_at: now.saturating_add(window),
-        outcome: outcome.clone(),
+        outcome: match outcome {
+            Ok(reply) => Ok(without_content(reply)),
+            Err(e) => Err(e.clone()),
+        },
     };
     txn.put(
         Cf::Expiry,
@@ -281,6 +308,138 @@ pub(crate) fn remember<R: KvRead + ?Sized>(
 
 fn mark_replayed(outcome: Outcome) -> Outcome {
     outcome.map(Reply::into_replayed)
+}
+
+/// `reply` as a dedup row keeps it: every session view without data and attributes.
+fn without_content(reply: &Reply) -> Reply {
+    let bare = |v: &SessionView| SessionView {
+        id: v.id,
+        user_id: v.user_id.clone(),
+        generation: v.generation,
+        version: v.version,
+        data: Vec::new(),
+        attributes: BTreeMap::new(),
+        created_at: v.created_at,
+        last_active_at: v.last_active_at,
+        idle_timeout_ms: v.idle_timeout_ms,
+        absolute_expires_at: v.absolute_expires_at,
+        expires_at: v.expires_at,
+    };
+    match reply {
+        Reply::Created {
+            session,
+            sealed_token,
+            evicted,
+            replayed,
+        } => Reply::Created {
+            session: bare(session),
+            sealed_token: *sealed_token,
+            evicted: evicted.clone(),
+            replayed: *replayed,
+        },
+        Reply::Rotated {
+            session,
+            successor,
+            replayed,
+        } => Reply::Rotated {
+            session: bare(session),
+            successor: *successor,
+            replayed: *replayed,
+        },
+        Reply::Updated { session, replayed } => Reply::Updated {
+            session: bare(session),
+            replayed: *replayed,
+        },
+        // Never remembered (a touch carries no request id), but kept bare all the same.
+        Reply::Touched {
+            session,
+            written,
+            superseded,
+        } => Reply::Touched {
+            session: bare(session),
+            written: *written,
+            superseded: *superseded,
+        },
+        other @ (Reply::Configured
+        | Reply::Revoked { .. }
+        | Reply::RevokedUser { .. }
+        | Reply::ReuseHandled { .. }
+        | Reply::Expired { .. }) => other.clone(),
+    }
+}
+
+/// Put back the content [`without_content`] left out of a remembered reply to `c` (a retry
+/// of the first request): from `c` where it carries it, else from the session record while it
+/// is still at the version the reply reports, else none.
+fn refill<R: KvRead + ?Sized>(kv: &R, c: &Command, reply: Reply) -> Result<Reply, StorageError> {
+    Ok(match reply {
+        Reply::Created {
+            mut session,
+            sealed_token,
+            evicted,
+            replayed,
+        } => {
+            if let Command::Create {
+                data, attributes, ..
+            } = c
+            {
+                session.data = data.clone();
+                session.attributes = attributes.clone();
+            }
+            Reply::Created {
+                session,
+                sealed_token,
+                evicted,
+                replayed,
+            }
+        }
+        Reply::Updated {
+            mut session,
+            replayed,
+        } => {
+            let (data, attributes) = match c {
+                Command::Update {
+                    data, attributes, ..
+                } => (data.as_ref(), attributes.as_ref()),
+                _ => (None, None),
+            };
+            let unchanged = match (data, attributes) {
+                (Some(_), Some(_)) => None,
+                _ => unchanged(kv, &session)?,
+            };
+            let (old_data, old_attributes) = unchanged.unwrap_or_default();
+            session.data = data.cloned().unwrap_or(old_data);
+            session.attributes = attributes.cloned().unwrap_or(old_attributes);
+            Reply::Updated { session, replayed }
+        }
+        Reply::Rotated {
+            mut session,
+            successor,
+            replayed,
+        } => {
+            (session.data, session.attributes) = unchanged(kv, &session)?.unwrap_or_default();
+            Reply::Rotated {
+                session,
+                successor,
+                replayed,
+            }
+        }
+        other => other,
+    })
+}
+
+/// A session's data and attributes: what a dedup row leaves out.
+type Content = (Vec<u8>, BTreeMap<String, String>);
+
+/// The data and attributes of the session `view` shows, if its record is still the one the
+/// view was taken from: same creation and same version (every write raises the version).
+fn unchanged<R: KvRead + ?Sized>(
+    kv: &R,
+    view: &SessionView,
+) -> Result<Option<Content>, StorageError> {
+    Ok(tables::session(kv, &view.id)?
+        .filter(|r| r.version == view.version && r.created_at == view.created_at)
+        .map(|r| (r.data, r.attributes)))
 }
 
 #[cfg(test)]

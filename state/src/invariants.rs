@@ -4,6 +4,7 @@
 //! deadline, and per user with sessions a count row equal to the number of those rows.
 
 use crate::codec::decode;
+use crate::command::Reply;
 use crate::keys::{self, ExpiryKind};
 use crate::kv::{Cf, KvRead, Pairs, StorageError};
 use crate::record::{DedupRow, RevocationEvent, SessionRecord, TokenRow, Tombstone};
@@ -97,6 +98,11 @@ pub fn check<R: KvRead + ?Sized>(kv: &R) -> Result<Result<(), String>, StorageEr
         if k != d.request_id.0 {
             return Ok(Err("dedup row under the wrong key".into()));
         }
+        if let Ok(reply) = &d.outcome {
+            if keeps_content(reply) {
+                return Ok(Err("dedup row keeps session content".into()));
+            }
+        }
         expiry.insert(keys::expiry(
             ExpiryKind::Dedup,
             d.expires_at,
@@ -141,6 +147,24 @@ pub fn check<R: KvRead + ?Sized>(kv: &R) -> Result<Result<(), String>, StorageEr
         }
     }
     Ok(Ok(()))
+}
+
+/// Whether a remembered reply still carries a session's data or attributes, which dedup rows
+/// leave out (see [`crate::dedup`]).
+fn keeps_content(reply: &Reply) -> bool {
+    match reply {
+        Reply::Created { session, .. }
+        | Reply::Rotated { session, .. }
+        | Reply::Updated { session, .. }
+        | Reply::Touched { session, .. } => {
+            !session.data.is_empty() || !session.attributes.is_empty()
+        }
+        Reply::Configured
+        | Reply::Revoked { .. }
+        | Reply::RevokedUser { .. }
+        | Reply::ReuseHandled { .. }
+        | Reply::Expired { .. } => false,
+    }
 }
 
 /// A record's own consistency: generations below the current one, oldest first, and only the
@@ -333,6 +357,18 @@ mod tests {
             let k = RequestId::from_bytes([1; 16]).key(PRINCIPAL);
             let due = T0 + crate::record::Policy::default().dedup_window_ms;
             w.delete(Cf::Expiry, keys::expiry(ExpiryKind::Dedup, due, &k.0))
+        });
+        damaged(|w, _, _| {
+            // The rotation's remembered answer, with the session's data kept in it.
+            let k = RequestId::from_bytes([3; 16]).key(PRINCIPAL);
+            let (kv, _, _) = state();
+            let mut row: DedupRow = crate::tables::get(&kv, Cf::Dedup, &keys::dedup(&k))
+                .unwrap()
+                .unwrap();
+            if let Ok(Reply::Rotated { session, .. }) = &mut row.outcome {
+                session.data = vec![1];
+            }
+            w.put(Cf::Dedup, keys::dedup(&k), encode(&row))
         });
         let broken = |f: fn(&mut SessionRecord)| {
             damaged(|w, r, _| {

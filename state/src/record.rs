@@ -81,7 +81,9 @@ pub struct RevocationEvent {
     pub revoked_at: u64,
 }
 
-/// A remembered response, so that a retried mutation gets the first answer.
+/// A remembered response, so that a retried mutation gets the first answer. Small whatever the
+/// session holds: the outcome's session views are kept without data and attributes, which a
+/// replay puts back (see [`crate::dedup`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupRow {
     pub request_id: RequestKey,
@@ -92,6 +94,7 @@ pub struct DedupRow {
     #[serde(with = "serde_bytes")]
     pub fingerprint: [u8; 32],
     pub expires_at: u64,
+    /// The first outcome, every session view in it with empty `data` and `attributes`.
     pub outcome: crate::command::Outcome,
 }
 

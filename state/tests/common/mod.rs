@@ -282,3 +282,36 @@ pub fn set_request_key(c: &mut Command, key: sessiond_state::token::RequestKey) 
 pub fn replayed(o: &Outcome) -> Outcome {
     o.clone().map(Reply::into_replayed)
 }
+
+/// Whether `o` is a replay of `first` answering `retry`: [`replayed`]`(first)`, or, once the
+/// session has changed since, the same with the content `retry` did not carry left empty (a
+/// rotation's data and attributes; an update's field it left unset). Dedup rows keep no
+/// session content; see `sessiond_state::dedup`.
+pub fn is_replay_of(first: &Outcome, retry: &Command, o: &Outcome) -> bool {
+    let full = replayed(first);
+    if *o == full {
+        return true;
+    }
+    let mut bare = full;
+    match (&mut bare, retry) {
+        (Ok(Reply::Rotated { session, .. }), _) => {
+            session.data.clear();
+            session.attributes.clear();
+        }
+        (
+            Ok(Reply::Updated { session, .. }),
+            Command::Update {
+                data, attributes, ..
+            },
+        ) => {
+            if data.is_none() {
+                session.data.clear();
+            }
+            if attributes.is_none() {
+                session.attributes.clear();
+            }
+        }
+        _ => return false,
+    }
+    *o == bare
+}
