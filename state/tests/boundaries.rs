@@ -1,4 +1,4 @@
-//! Edges of DESIGN §2 that the one-behaviour-per-test suite in `semantics.rs` leaves open:
+//! Edges of the semantics (docs/semantics.md) that the one-behaviour-per-test suite in `semantics.rs` leaves open:
 //! refusals that must not write, bounded retired generations, replays of refusals, precedence
 //! between states, and the per-user cap's tie-breaks.
 

@@ -1,4 +1,4 @@
-//! DESIGN §2 "Exactly-once mutations": a request id is scoped to the principal that sent it
+//! Exactly-once mutations (docs/semantics.md): a request id is scoped to the principal that sent it
 //! and bound to the request. A retry of the same request gets the first answer; the same id
 //! with a different request is refused with `INVALID_ARGUMENT` and writes nothing, so the
 //! first answer stays the one a true retry gets; another principal's id is another key.

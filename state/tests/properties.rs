@@ -1,5 +1,5 @@
 //! Property tests: arbitrary command sequences keep replicas byte-identical, every index equal
-//! to what the records imply, and the guarantees of DESIGN §2 (exactly-once replies, request
+//! to what the records imply, and the guarantees of docs/semantics.md (exactly-once replies, request
 //! ids scoped to a principal and bound to the request, one successor per token, no
 //! resurrection) intact, whatever the order, the clock and the grouping of commands into log
 //! entries.

@@ -1,4 +1,4 @@
-//! DESIGN §2 semantics of the state machine, one behaviour per test.
+//! The semantics of the state machine (docs/semantics.md), one behaviour per test.
 
 mod common;
 
