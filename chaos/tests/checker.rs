@@ -326,7 +326,7 @@ fn spurious_logout_of_current_token() {
 
 #[test]
 fn spurious_logout_of_previous_token_inside_grace() {
-    // The race of DESIGN §1.1: tab 2 still holds A right after tab 1 rotated it.
+    // The race of docs/semantics.md §1.1: tab 2 still holds A right after tab 1 rotated it.
     let h = vec![
         created(),
         ev(op::ROTATE, "p1", Some("s"), 100, 110)
@@ -746,7 +746,7 @@ fn budget_exhaustion_is_unknown_not_pass() {
 
 // ---------------------------------------------------------------- the simulator
 
-/// A sequential store following DESIGN §2, deciding at exact times.
+/// A sequential store following docs/semantics.md, deciding at exact times.
 struct Sim {
     rng: StdRng,
     grace: u64,

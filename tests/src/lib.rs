@@ -591,7 +591,7 @@ pub fn code(s: &tonic::Status) -> ErrorCode {
         .unwrap_or(ErrorCode::Unspecified)
 }
 
-/// The gRPC status code that goes with an `ErrorCode` (DESIGN §2, error model).
+/// The gRPC status code that goes with an `ErrorCode` (docs/semantics.md §9).
 pub fn grpc_code(c: ErrorCode) -> tonic::Code {
     match c {
         ErrorCode::NotFound => tonic::Code::NotFound,

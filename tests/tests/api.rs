@@ -581,7 +581,7 @@ async fn invalid_and_unknown_input_is_refused_without_a_write() {
     );
     assert!(
         writes.offenders.is_empty(),
-        "refused requests were written to the log (DESIGN: unknown / malformed input is answered \
+        "refused requests were written to the log (docs/semantics.md §9: unknown / malformed input is answered \
          without a write): {:#?}",
         writes.offenders
     );

@@ -1,4 +1,4 @@
-//! Direct checks of the properties DESIGN §4 promises, each reported under its own kind so a
+//! Direct checks of the properties docs/semantics.md §11 promises, each reported under its own kind so a
 //! failure says what went wrong in the application's terms (a linearizability failure alone
 //! says only that no order explains the history). They overlap the search on purpose, and
 //! they are deliberately conservative: each flags only what no legal execution can produce.

@@ -1,4 +1,4 @@
-//! The consistency checker: is a recorded history explained by the semantics of DESIGN §2?
+//! The consistency checker: is a recorded history explained by the semantics of docs/semantics.md?
 //!
 //! Two kinds of checks run over a history:
 //! - **linearizability per session** ([`linear`]): every session's sub-history (its own

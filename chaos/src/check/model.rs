@@ -1,4 +1,4 @@
-//! The sequential model of one session (DESIGN §2), written afresh from the design and
+//! The sequential model of one session (docs/semantics.md), written afresh from the design and
 //! apart from the node's state machine, so that a misreading shared by both cannot pass.
 //!
 //! The model is nondeterministic where the history cannot decide: an operation near a time
