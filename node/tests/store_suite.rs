@@ -288,3 +288,76 @@ async fn a_view_is_one_point_in_time() {
     assert_eq!(reader.applied_index(), 3);
     assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 3)));
 }
+
+/// A store with two applied entries, its snapshot (meta, stream) and its dump.
+async fn built_snapshot() -> (
+    TempDir,
+    openraft::SnapshotMeta<u64, sessiond::raft_types::NodeInfo>,
+    Vec<u8>,
+    Vec<(Cf, Vec<u8>, Vec<u8>)>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, mut sm, reader) = Store::open(dir.path()).unwrap();
+    sm.apply(vec![
+        normal(1, 1, 1_000, vec![create(1, "alice")]),
+        normal(1, 2, 2_000, vec![create(2, "bob")]),
+    ])
+    .await
+    .unwrap();
+    let snap = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let before = dump(&reader);
+    (dir, snap.meta, snap.snapshot.into_inner(), before)
+}
+
+/// An install writes the snapshot file before the state: a crash between the two is finished
+/// when the store opens again, so the state never lags the kept snapshot (nor the log purged
+/// behind it).
+#[tokio::test]
+async fn an_install_cut_short_after_the_snapshot_file_is_finished_on_open() {
+    let (_src, meta, stream, before) = built_snapshot().await;
+    let dst_dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dst_dir.path()).unwrap());
+    // The crash: the snapshot file is saved, the state was never written.
+    sessiond::store::snapshot::SnapshotDir::new(dst_dir.path().join("snapshot"))
+        .save(&meta, &stream)
+        .unwrap();
+    let (_, mut dst, reader) = Store::open(dst_dir.path()).unwrap();
+    let (applied, _) = dst.applied_state().await.unwrap();
+    assert_eq!(applied, meta.last_log_id);
+    assert_eq!(dump(&reader), before);
+    assert_eq!(reader.applied_index(), 2);
+}
+
+/// A damaged snapshot file neither stops later snapshots from being kept nor every later load:
+/// it is set aside and replaced.
+#[tokio::test]
+async fn a_damaged_snapshot_file_is_set_aside_and_replaced() {
+    let (dir, meta, _, _) = built_snapshot().await;
+    let file = dir.path().join("snapshot").join("current.snap");
+    std::fs::write(&file, b"\xff\xff\xff\x7fgarbage").unwrap();
+    {
+        let (_, mut sm, _) = Store::open(dir.path()).unwrap();
+        assert!(
+            sm.get_current_snapshot().await.unwrap().is_none(),
+            "a damaged snapshot is not served"
+        );
+        assert!(dir.path().join("snapshot/current.snap.damaged").exists());
+    }
+    std::fs::write(&file, b"\xff\xff\xff\x7fgarbage").unwrap();
+    let (_, mut sm, _) = Store::open(dir.path()).unwrap_or_else(|e| panic!("open: {e:#}"));
+    std::fs::write(&file, b"\x01\x00\x00\x00").unwrap();
+    let rebuilt = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("a new snapshot replaces the damaged file");
+    assert_eq!(rebuilt.meta.last_log_id, meta.last_log_id);
+    let current = sm.get_current_snapshot().await.unwrap().expect("kept");
+    assert_eq!(current.meta.last_log_id, meta.last_log_id);
+}

@@ -59,12 +59,24 @@ impl StateMachineStore {
     pub(crate) fn open(db: Arc<DB>, dir: PathBuf) -> anyhow::Result<Self> {
         let (applied, _) = read_applied(&db)?;
         let (applied_tx, applied_rx) = watch::channel(applied.map(|l| l.index).unwrap_or(0));
-        Ok(StateMachineStore {
+        let mut store = StateMachineStore {
             db,
             snapshots: SnapshotDir::new(dir),
             applied_tx,
             applied_rx,
-        })
+        };
+        // An install saves the snapshot file before it writes the state: a crash between the
+        // two leaves a snapshot newer than the state, finished here, before Raft starts.
+        if let Some((meta, stream)) = store.snapshots.load()? {
+            if meta.last_log_id > applied {
+                tracing::warn!(
+                    snapshot = %meta.snapshot_id,
+                    "the last snapshot install did not finish; installing it again"
+                );
+                store.write_state(&meta, &stream)?;
+            }
+        }
+        Ok(store)
     }
 
     /// A reader of this state machine's applied state.
@@ -132,7 +144,21 @@ impl StateMachineStore {
         meta: &SnapshotMeta<NodeId, NodeInfo>,
         stream: &[u8],
     ) -> Result<(), StoreFault> {
-        // Decode the whole stream first: a damaged one is refused before anything changes.
+        // Refuse a damaged stream before anything changes.
+        snapshot::decode(stream)?;
+        // The snapshot file first, durably: whatever happens after, the kept snapshot reaches
+        // at least as far as the state (and the log openraft purges behind it). A crash
+        // before the state is written is finished on the next open.
+        self.snapshots.save(meta, stream)?;
+        self.write_state(meta, stream)
+    }
+
+    /// Replace the whole state with the snapshot's, synced, in one batch.
+    fn write_state(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, NodeInfo>,
+        stream: &[u8],
+    ) -> Result<(), StoreFault> {
         let pairs = snapshot::decode(stream)?;
         let mut batch = WriteBatch::default();
         for family in Cf::ALL {
@@ -155,7 +181,6 @@ impl StateMachineStore {
         let mut sync = WriteOptions::default();
         sync.set_sync(true);
         self.db.write_opt(batch, &sync)?;
-        self.snapshots.save(meta, stream)?;
         self.applied_tx
             .send_replace(meta.last_log_id.map(|l| l.index).unwrap_or(0));
         Ok(())

@@ -148,10 +148,11 @@ impl SnapshotDir {
     ) -> Result<bool, StoreFault> {
         // A poisoned lock only means another save panicked; the file is still whole (rename).
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(current) = read_meta(&self.file())? {
-            if current.last_log_id > meta.last_log_id {
-                return Ok(false);
-            }
+        match read_meta(&self.file()) {
+            Ok(Some(current)) if current.last_log_id > meta.last_log_id => return Ok(false),
+            Ok(_) => {}
+            // A damaged file must not stop every later snapshot: replace it.
+            Err(e) => tracing::warn!(error = %e, "replacing an unreadable snapshot file"),
         }
         std::fs::create_dir_all(&self.path)?;
         let meta = postcard::to_allocvec(meta).map_err(|e| StoreFault::Corrupt(e.to_string()))?;
@@ -170,19 +171,40 @@ impl SnapshotDir {
         Ok(true)
     }
 
-    /// The current snapshot, if one was saved.
+    /// The current snapshot, if one was saved. A damaged file is set aside (renamed, kept for
+    /// inspection) and reported as none, so that a new snapshot is built rather than every
+    /// later load failing.
     pub fn load(&self) -> Result<Option<Saved>, StoreFault> {
         let bytes = match std::fs::read(self.file()) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let n = meta_len(&bytes)?;
-        let meta_bytes = bytes.get(4..4 + n).ok_or_else(corrupt_file)?;
-        let meta =
-            postcard::from_bytes(meta_bytes).map_err(|e| StoreFault::Corrupt(e.to_string()))?;
-        Ok(Some((meta, bytes[4 + n..].to_vec())))
+        match parse(&bytes) {
+            Ok(saved) => Ok(Some(saved)),
+            Err(e) => {
+                let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+                let aside = self.path.join(format!("{FILE}.damaged"));
+                tracing::error!(
+                    error = %e,
+                    kept_as = %aside.display(),
+                    "the snapshot file is damaged; setting it aside"
+                );
+                std::fs::rename(self.file(), aside)?;
+                Ok(None)
+            }
+        }
     }
+}
+
+/// Meta and stream of a snapshot file's bytes; the stream is checked whole.
+fn parse(bytes: &[u8]) -> Result<Saved, StoreFault> {
+    let n = meta_len(bytes)?;
+    let meta_bytes = bytes.get(4..4 + n).ok_or_else(corrupt_file)?;
+    let meta = postcard::from_bytes(meta_bytes).map_err(|e| StoreFault::Corrupt(e.to_string()))?;
+    let stream = bytes[4 + n..].to_vec();
+    decode(&stream)?;
+    Ok((meta, stream))
 }
 
 fn corrupt_file() -> StoreFault {
@@ -250,20 +272,45 @@ mod tests {
         }
     }
 
+    /// A valid snapshot stream holding one marker value.
+    fn stream(marker: &[u8]) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.push(Cf::Meta, b"marker", marker);
+        e.finish()
+    }
+
     #[test]
     fn saved_snapshot_survives_and_is_never_replaced_by_an_older_one() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = SnapshotDir::new(tmp.path().join("snapshot"));
         assert!(dir.load().unwrap().is_none());
-        assert!(dir.save(&meta(5, "a"), b"five").unwrap());
+        assert!(dir.save(&meta(5, "a"), &stream(b"five")).unwrap());
         // A build that finishes after a newer install must not win.
-        assert!(!dir.save(&meta(3, "b"), b"three").unwrap());
+        assert!(!dir.save(&meta(3, "b"), &stream(b"three")).unwrap());
         let again = SnapshotDir::new(tmp.path().join("snapshot"));
         let (m, data) = again.load().unwrap().unwrap();
         assert_eq!(m.snapshot_id, "a");
-        assert_eq!(data, b"five");
-        assert!(again.save(&meta(5, "c"), b"five again").unwrap());
-        assert!(again.save(&meta(9, "d"), b"nine").unwrap());
+        assert_eq!(data, stream(b"five"));
+        assert!(again.save(&meta(5, "c"), &stream(b"five again")).unwrap());
+        assert!(again.save(&meta(9, "d"), &stream(b"nine")).unwrap());
         assert_eq!(dir.load().unwrap().unwrap().0.snapshot_id, "d");
+    }
+
+    #[test]
+    fn a_damaged_file_is_set_aside_and_does_not_block_saves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::new(tmp.path().join("snapshot"));
+        assert!(dir.save(&meta(5, "a"), &stream(b"five")).unwrap());
+        // Damage the stream after the header: the file no longer loads.
+        let mut bytes = std::fs::read(dir.file()).unwrap();
+        let n = bytes.len();
+        bytes.truncate(n - 2);
+        std::fs::write(dir.file(), &bytes).unwrap();
+        assert!(dir.load().unwrap().is_none());
+        assert!(tmp.path().join("snapshot/current.snap.damaged").exists());
+        // A header that cannot be read does not stop the next save either.
+        std::fs::write(dir.file(), b"\x09").unwrap();
+        assert!(dir.save(&meta(2, "b"), &stream(b"two")).unwrap());
+        assert_eq!(dir.load().unwrap().unwrap().0.snapshot_id, "b");
     }
 }
