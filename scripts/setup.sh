@@ -23,6 +23,7 @@ iptables          | test  | chaos container layer: partitions are iptables-resto
 util-linux        | test  | chaos container layer: nsenter into a container network namespace
 docker.io         | test  | chaos container layer and the image: a Docker engine (dockerd)
 fonts-dejavu-core | test  | the benchmark chart: DejaVuSans.ttf
+libfaketime       | test  | chaos container layer: each node's wall clock follows an offset file
 '
 
 # How each package's user finds it. Prints nothing and succeeds when usable.
@@ -63,6 +64,9 @@ check() {
     fonts-dejavu-core)
       [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] ||
         { echo "no /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"; return 1; } ;;
+    libfaketime)
+      [ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] ||
+        { echo "no /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"; return 1; } ;;
     *) echo "no check for $1"; return 1 ;;
   esac
 }

@@ -47,11 +47,13 @@ deploy/build-image.sh sessiond:dev
 phase "tests"
 cargo nextest run --release --workspace --no-fail-fast
 
-# The planted-bug proof builds the in-process nodes with a deliberate stale-read bug and
-# asserts the harness reports it. It shares the target directory, so the chaos binary is
-# rebuilt without the bug right after.
-phase "planted bug must be caught"
-cargo nextest run --release -p sessiond-chaos --features planted-stale-reads --test planted
+# The planted-bug proofs build the in-process nodes with deliberate bugs (a stale read on a
+# deposed leader, a follower counted fresh while behind, the leader's own clock as the stamp)
+# and assert the harness reports each. They share the target directory, so the chaos binary
+# is rebuilt without the bugs right after.
+phase "planted bugs must be caught"
+cargo nextest run --release -p sessiond-chaos --test planted \
+  --features planted-stale-reads,planted-lagging-follower,planted-wall-clock-stamp
 cargo build --release -p sessiond-chaos --bin sessiond-chaos
 
 out="$(mktemp -d)"

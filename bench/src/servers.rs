@@ -147,7 +147,6 @@ impl Servers {
             let data = dir.path().join(format!("n{id}"));
             let mut args = sessiond_args(id, &data, (*c, *p, *m), certs.as_deref());
             args.extend(["--initial-cluster".into(), initial.clone()]);
-            args.extend(["--rotation-min-interval-ms".into(), "0".into()]);
             args.extend(extra.iter().cloned());
             let log = dir.path().join(format!("n{id}.log"));
             children.push(spawn(bin, &args, &log)?);

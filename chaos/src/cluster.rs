@@ -64,6 +64,10 @@ pub trait Cluster {
     /// Thaw a paused node.
     async fn resume(&mut self, id: NodeId) -> Result<(), FaultError>;
 
+    /// Set node `id`'s wall clock to run `offset_ms` ahead of true time (negative: behind);
+    /// 0 puts it right. Monotonic clocks stay true. Survives restarts of the node.
+    async fn set_clock_offset(&mut self, id: NodeId, offset_ms: i64) -> Result<(), FaultError>;
+
     /// Start a new, empty node (not yet a member: the caller adds it through the admin API).
     async fn start_fresh(&mut self) -> Result<NodeSpec, FaultError>;
 

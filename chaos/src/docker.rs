@@ -50,6 +50,8 @@ struct Member {
     spec: NodeSpec,
     container_name: String,
     data_dir: PathBuf,
+    /// Holds the `offset` file of this node's wall clock (mounted at `/clock`).
+    clock_dir: PathBuf,
     initial: String,
     host_port: u16,
     container: Option<ContainerAsync<GenericImage>>,
@@ -78,6 +80,21 @@ fn failed(e: impl std::fmt::Display) -> FaultError {
 }
 
 /// Check, before starting anything, that the Docker engine answers and holds the image.
+/// Where Debian's `libfaketime` package puts the library the nodes preload, so that each node's
+/// wall clock follows an offset file the nemesis rewrites (monotonic clocks stay true).
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+/// Where the library and the offset file appear inside a container.
+const FAKETIME_IN_CONTAINER: &str = "/faketime/libfaketimeMT.so.1";
+const CLOCK_DIR_IN_CONTAINER: &str = "/clock";
+
+/// Write a node's clock offset file (libfaketime's relative format, whole seconds), replacing
+/// it at once so the node never reads half a file.
+fn write_offset(dir: &std::path::Path, offset_ms: i64) -> std::io::Result<()> {
+    let tmp = dir.join("offset.tmp");
+    std::fs::write(&tmp, format!("{:+}\n", offset_ms / 1000))?;
+    std::fs::rename(tmp, dir.join("offset"))
+}
+
 pub async fn preflight(image: &str) -> anyhow::Result<()> {
     let docker = Docker::connect_with_local_defaults().context("connecting to Docker")?;
     docker
@@ -141,6 +158,9 @@ impl DockerCluster {
         let host_port = free_port()?;
         let data_dir = self.opts.dir.join(format!("node{id}"));
         std::fs::create_dir_all(&data_dir)?;
+        let clock_dir = self.opts.dir.join(format!("clock{id}"));
+        std::fs::create_dir_all(&clock_dir)?;
+        write_offset(&clock_dir, 0)?;
         self.members.insert(
             id,
             Member {
@@ -152,6 +172,7 @@ impl DockerCluster {
                 },
                 container_name,
                 data_dir,
+                clock_dir,
                 initial: String::new(),
                 host_port,
                 container: None,
@@ -195,14 +216,34 @@ impl DockerCluster {
         args.extend(self.opts.flags.iter().cloned());
         let host_port = m.host_port.to_string();
         let certs = crate::secure::certs_dir()?.display().to_string();
-        let container = GenericImage::new(repo, tag)
+        let faketime = std::path::Path::new(FAKETIME_LIB).exists();
+        let image = GenericImage::new(repo, tag)
             .with_network(self.network.clone())
             .with_container_name(m.container_name.clone())
             .with_hostname(m.container_name.clone())
             .with_label("sessiond-chaos", self.opts.name.clone())
             .with_mount(Mount::bind_mount(m.data_dir.display().to_string(), "/data"))
             .with_mount(Mount::bind_mount(certs, "/certs"))
-            .with_env_var("RUST_LOG", "info,openraft=warn")
+            .with_env_var("RUST_LOG", "info,openraft=warn");
+        // A wall clock the nemesis can set: libfaketime preloaded, reading the offset file at
+        // most a second old; monotonic clocks untouched (timeouts, freshness stay real).
+        let image = match faketime {
+            true => image
+                .with_mount(Mount::bind_mount(FAKETIME_LIB, FAKETIME_IN_CONTAINER))
+                .with_mount(Mount::bind_mount(
+                    m.clock_dir.display().to_string(),
+                    CLOCK_DIR_IN_CONTAINER,
+                ))
+                .with_env_var("LD_PRELOAD", FAKETIME_IN_CONTAINER)
+                .with_env_var(
+                    "FAKETIME_TIMESTAMP_FILE",
+                    format!("{CLOCK_DIR_IN_CONTAINER}/offset"),
+                )
+                .with_env_var("FAKETIME_CACHE_DURATION", "1")
+                .with_env_var("DONT_FAKE_MONOTONIC", "1"),
+            false => image,
+        };
+        let container = image
             .with_cmd(args)
             .with_startup_timeout(Duration::from_secs(60))
             .with_host_config_modifier(move |hc| {
@@ -402,6 +443,16 @@ impl Cluster for DockerCluster {
         self.set_state(id, State::Running);
         // A new process in the namespace: put its filter table back.
         self.apply_rules().await.map_err(FaultError::Failed)
+    }
+
+    async fn set_clock_offset(&mut self, id: NodeId, offset_ms: i64) -> Result<(), FaultError> {
+        if !std::path::Path::new(FAKETIME_LIB).exists() {
+            return Err(FaultError::Unsupported(
+                "set a node's clock (libfaketime is not installed)",
+            ));
+        }
+        let m = self.member(id)?;
+        write_offset(&m.clock_dir, offset_ms).map_err(failed)
     }
 
     async fn pause(&mut self, id: NodeId) -> Result<(), FaultError> {

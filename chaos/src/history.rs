@@ -164,6 +164,13 @@ pub struct RunInfo {
     pub reuse_policy: String,
     /// Documented bound on clock skew between nodes, and between nodes and the harness.
     pub clock_skew_ms: u64,
+    /// How old a state a STALE read may return (the nodes' `--stale-read-bound-ms`).
+    #[serde(default = "default_stale_bound")]
+    pub stale_read_bound_ms: u64,
+}
+
+fn default_stale_bound() -> u64 {
+    crate::policy::STALE_READ_BOUND_MS
 }
 
 impl Default for RunInfo {
@@ -174,6 +181,7 @@ impl Default for RunInfo {
             rotation_min_interval_ms: crate::policy::GRACE_WINDOW_MS,
             reuse_policy: "revoke".into(),
             clock_skew_ms: crate::policy::CLOCK_SKEW_MS,
+            stale_read_bound_ms: crate::policy::STALE_READ_BOUND_MS,
         }
     }
 }

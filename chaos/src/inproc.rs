@@ -9,15 +9,18 @@
 //! A crash is the node's runtime shut down at once: every task, connection and timer of the
 //! node vanishes between two instructions, and only what RocksDB synced survives — the
 //! restart reopens the same directory on the same ports. Pausing a process has no in-process
-//! equivalent and is left to the container layer.
+//! equivalent and is left to the container layer. Each node reads its own wall clock
+//! ([`OffsetClock`]), which the nemesis sets ahead or behind.
 
 use crate::cluster::{free_port, links_cut, Cluster, FaultError, NodeId, NodeSpec};
 use anyhow::Context;
 use clap::Parser;
+use sessiond::clock::{SystemClock, WallClock};
 use sessiond::network::{Link, LinkFilter};
 use sessiond::node::{Node, NodeHooks};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +53,21 @@ impl LinkFilter for Faults {
     }
 }
 
+/// A node's wall clock: the host's, shifted by an offset the nemesis changes at will.
+#[derive(Default)]
+pub struct OffsetClock {
+    offset_ms: AtomicI64,
+}
+
+impl WallClock for OffsetClock {
+    fn now_ms(&self) -> u64 {
+        let true_ms = SystemClock.now_ms() as i64;
+        true_ms
+            .saturating_add(self.offset_ms.load(Ordering::Relaxed))
+            .max(0) as u64
+    }
+}
+
 /// How to start an in-process cluster.
 #[derive(Debug, Clone)]
 pub struct InprocOptions {
@@ -62,6 +80,7 @@ pub struct InprocOptions {
 
 struct Member {
     spec: NodeSpec,
+    clock: Arc<OffsetClock>,
     metrics_addr: String,
     data_dir: PathBuf,
     /// `--initial-cluster` for the founding members; empty for nodes added later.
@@ -113,6 +132,7 @@ impl InprocCluster {
                 id,
                 Member {
                     spec,
+                    clock: Arc::default(),
                     metrics_addr,
                     data_dir,
                     initial: initial.clone(),
@@ -177,6 +197,9 @@ impl InprocCluster {
         let cfg = self.config(m)?;
         let hooks = NodeHooks {
             link_filter: Some(self.faults.clone() as Arc<dyn LinkFilter>),
+            clock: Some(m.clock.clone() as Arc<dyn WallClock>),
+            // The harness's own proofs run builds with planted bugs on purpose.
+            allow_planted_bugs: true,
         };
         let started = Instant::now();
         let running = loop {
@@ -259,6 +282,15 @@ impl Cluster for InprocCluster {
         }
     }
 
+    async fn set_clock_offset(&mut self, id: NodeId, offset_ms: i64) -> Result<(), FaultError> {
+        let m = self
+            .members
+            .get(&id)
+            .ok_or_else(|| FaultError::Failed(format!("no node {id}")))?;
+        m.clock.offset_ms.store(offset_ms, Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn pause(&mut self, _id: NodeId) -> Result<(), FaultError> {
         Err(FaultError::Unsupported(
             "pause a node that shares the process",
@@ -279,6 +311,7 @@ impl Cluster for InprocCluster {
             id,
             Member {
                 spec: spec.clone(),
+                clock: Arc::default(),
                 metrics_addr,
                 data_dir,
                 initial: String::new(),

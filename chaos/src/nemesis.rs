@@ -34,10 +34,20 @@ pub enum Fault {
     ReplaceMember,
     /// Remove every network fault.
     Heal,
+    /// Set one node's wall clock ahead or behind (seconds to a day), or right again. At most
+    /// one node's clock is wrong at a time: a minority, which the design tolerates.
+    ClockJump,
+    /// Flip one node's wall clock back and forth between wrong and right, quickly.
+    ClockStrobe,
 }
 
+/// Clock offsets a jump picks from, ms: a day ahead, an hour behind, and smaller steps.
+const CLOCK_OFFSETS_MS: [i64; 7] = [
+    86_400_000, -3_600_000, 600_000, 30_000, -30_000, 2_000, -2_000,
+];
+
 impl Fault {
-    const ALL: [Fault; 9] = [
+    const ALL: [Fault; 11] = [
         Fault::Partition,
         Fault::IsolateLeader,
         Fault::OneWay,
@@ -47,14 +57,16 @@ impl Fault {
         Fault::RollingRestart,
         Fault::ReplaceMember,
         Fault::Heal,
+        Fault::ClockJump,
+        Fault::ClockStrobe,
     ];
 
     /// Relative frequency in generated schedules.
     fn weight(self) -> u32 {
         match self {
             Fault::Partition | Fault::IsolateLeader | Fault::KillRestart => 4,
-            Fault::OneWay | Fault::Bridge | Fault::Pause | Fault::Heal => 3,
-            Fault::RollingRestart | Fault::ReplaceMember => 1,
+            Fault::OneWay | Fault::Bridge | Fault::Pause | Fault::Heal | Fault::ClockJump => 3,
+            Fault::RollingRestart | Fault::ReplaceMember | Fault::ClockStrobe => 1,
         }
     }
 }
@@ -162,6 +174,8 @@ pub struct Nemesis {
     /// Nodes killed and not yet restarted.
     killed: Vec<NodeId>,
     paused: Vec<NodeId>,
+    /// The node whose clock is wrong, if one is.
+    skewed: Option<NodeId>,
     pub events: Vec<Event>,
 }
 
@@ -172,6 +186,7 @@ impl Nemesis {
             clock,
             killed: Vec::new(),
             paused: Vec::new(),
+            skewed: None,
             events: Vec::new(),
         }
     }
@@ -323,7 +338,57 @@ impl Nemesis {
                 let r = cluster.heal().await;
                 self.log(start, "heal".into(), r);
             }
+            Fault::ClockJump => {
+                let victim = self.clock_victim(&nodes, &ids).await;
+                let offset = match self.skewed.is_some() && self.rng.random_bool(0.3) {
+                    true => 0,
+                    false => *CLOCK_OFFSETS_MS.choose(&mut self.rng).unwrap_or(&0),
+                };
+                let r = cluster.set_clock_offset(victim, offset).await;
+                if matches!(r, Err(FaultError::Unsupported(_))) {
+                    return;
+                }
+                if r.is_ok() {
+                    self.skewed = (offset != 0).then_some(victim);
+                }
+                self.log(start, format!("clock of {victim} {offset:+} ms"), r);
+            }
+            Fault::ClockStrobe => {
+                let victim = self.clock_victim(&nodes, &ids).await;
+                let offset = *CLOCK_OFFSETS_MS.choose(&mut self.rng).unwrap_or(&0);
+                let mut r = Ok(());
+                for i in 0..10 {
+                    let now = if i % 2 == 0 { offset } else { 0 };
+                    r = r.and(cluster.set_clock_offset(victim, now).await);
+                    if matches!(r, Err(FaultError::Unsupported(_))) {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if r.is_ok() {
+                    self.skewed = None;
+                }
+                self.log(
+                    start,
+                    format!("clock of {victim} strobed by {offset:+} ms"),
+                    r,
+                );
+            }
         }
+    }
+
+    /// The node a clock fault hits: the one already wrong (never a second one), else the
+    /// leader half of the time (the stamp is the leader's to make), else any.
+    async fn clock_victim(&mut self, nodes: &[NodeSpec], ids: &[NodeId]) -> NodeId {
+        if let Some(s) = self.skewed.filter(|s| nodes.iter().any(|n| n.id == *s)) {
+            return s;
+        }
+        if self.rng.random_bool(0.5) {
+            if let Some(l) = leader(nodes).await {
+                return l;
+            }
+        }
+        ids[0]
     }
 
     /// Remove a follower and add a fresh node, with the load running: AddLearner (blocking)
@@ -406,6 +471,9 @@ impl Nemesis {
         }
         for id in std::mem::take(&mut self.killed) {
             r = r.and(cluster.restart(id).await);
+        }
+        if let Some(id) = self.skewed.take() {
+            r = r.and(cluster.set_clock_offset(id, 0).await);
         }
         self.log(start, "heal all".into(), r);
     }

@@ -7,6 +7,8 @@ pub const GRACE_WINDOW_MS: u64 = 1_000;
 /// Bound on clock skew assumed by the expiry and grace checks (nodes and harness share one
 /// host clock here; the slack covers millisecond rounding and batching delay).
 pub const CLOCK_SKEW_MS: u64 = 250;
+/// How old a state a STALE read may return: the nodes run with this `--stale-read-bound-ms`.
+pub const STALE_READ_BOUND_MS: u64 = 600;
 /// Absolute lifetime of the short-lived sessions a run creates to exercise expiry.
 pub const SHORT_SESSION_MS: u64 = 4_000;
 /// Idle and absolute timeout of ordinary sessions: longer than any run.

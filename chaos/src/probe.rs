@@ -209,3 +209,257 @@ async fn read(
     call.finish(rec, outcome, value);
     served
 }
+
+/// What the clock probe saw.
+pub struct ClockProbeResult {
+    pub events: Vec<Event>,
+    /// Sessions that a read called expired (or gone) right after the leader's clock jumped.
+    pub expired_early: usize,
+}
+
+/// The clock scenario: sessions with hour-long timeouts exist; the leader's wall clock jumps
+/// a day ahead; a write makes the leader stamp an entry; then every session is read
+/// linearizably. A stamp that follows the voters' clocks changes nothing; a stamp taken from
+/// the leader's own clock expires every session — which the checker must reject, because
+/// each read is an hour before the session's deadline.
+pub async fn leader_clock_ahead<C: Cluster>(cluster: &mut C) -> anyhow::Result<ClockProbeResult> {
+    const SESSIONS: usize = 5;
+    const DAY_MS: i64 = 86_400_000;
+    let rec = Recorder::new(Clock::start());
+    let nodes = cluster.nodes();
+    let leader = nemesis::wait_for_leader(&nodes, Duration::from_secs(30))
+        .await
+        .context("no leader before the probe")?;
+    let opts = BrowserOptions::default();
+    let everyone: Vec<String> = nodes.iter().map(|n| n.endpoint.clone()).collect();
+    let client = tab_client(&everyone, 0, false, &opts)?;
+    let hour = Duration::from_millis(crate::policy::LONG_SESSION_MS);
+    let new_session = |data: Vec<u8>| NewSession {
+        user_id: USER.into(),
+        data,
+        attributes: HashMap::new(),
+        idle_timeout: Some(hour),
+        absolute_timeout: Some(hour),
+    };
+    let mut sessions = Vec::new();
+    for i in 0..=SESSIONS {
+        if i == SESSIONS {
+            // The jump, then one more write for the leader to stamp.
+            cluster.set_clock_offset(leader, DAY_MS).await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let data = format!("clock-{i}").into_bytes();
+        let mut call = Call::new(
+            &rec,
+            "probe.login",
+            None,
+            op::CREATE,
+            Args {
+                user: Some(USER.into()),
+                data: Some(fingerprint(&data)),
+                ..Args::default()
+            },
+        );
+        match client.create_session(new_session(data)).await {
+            Ok(created) => {
+                call.event.session = Some(created.session.id.clone());
+                let mut v = session_value(&created.session);
+                v.token = Some(fingerprint(created.token.as_bytes()));
+                v.replayed = Some(created.replayed);
+                call.finish(&rec, Outcome::Ok, v);
+                if i < SESSIONS {
+                    sessions.push((created.session.id, created.token));
+                }
+            }
+            Err(e) => {
+                let (o, v) = error_value(&e);
+                call.finish(&rec, o, v);
+                anyhow::bail!("create {i}: {e}");
+            }
+        }
+    }
+    // Let the leader's sweeper act on whatever time it now believes.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut expired_early = 0;
+    for (id, token) in &sessions {
+        if !read(&rec, &client, "probe.reader", id, token, false).await {
+            expired_early += 1;
+        }
+    }
+    cluster.set_clock_offset(leader, 0).await?;
+    let mut events = rec.take();
+    events.sort_by_key(|e| (e.invoke_ns, e.complete_ns));
+    Ok(ClockProbeResult {
+        events,
+        expired_early,
+    })
+}
+
+/// What the lagging-follower probe saw.
+pub struct LagProbeResult {
+    pub events: Vec<Event>,
+    /// STALE reads the catching-up follower answered with the revoked session.
+    pub stale_valid: usize,
+    /// STALE reads it answered at all (either way).
+    pub answered: usize,
+}
+
+/// The lagging-follower scenario: a follower is cut off; through the majority, `backlog`
+/// sessions are created one by one (one log entry each) and then a session the follower
+/// knows is revoked; after the stale-read bound has passed, the follower is healed and read
+/// STALE, pinned, as fast as it answers, while it catches up. A follower that serves only
+/// once it has applied what the leader told it answers REVOKED (or forwards); one counted
+/// fresh while behind validates the revoked token — beyond the bound, which the checker must
+/// reject. Run it on a cluster that keeps its log (no snapshot install shortcut).
+pub async fn lagging_follower<C: Cluster>(
+    cluster: &mut C,
+    backlog: usize,
+) -> anyhow::Result<LagProbeResult> {
+    let rec = Recorder::new(Clock::start());
+    let nodes = cluster.nodes();
+    let leader = nemesis::wait_for_leader(&nodes, Duration::from_secs(30))
+        .await
+        .context("no leader before the probe")?;
+    let follower = nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .context("no follower")?
+        .clone();
+    let opts = BrowserOptions::default();
+    let rest: Vec<NodeSpec> = nodes
+        .iter()
+        .filter(|n| n.id != follower.id)
+        .cloned()
+        .collect();
+    let majority = tab_client(
+        &rest.iter().map(|n| n.endpoint.clone()).collect::<Vec<_>>(),
+        0,
+        false,
+        &opts,
+    )?;
+    let pinned = tab_client(std::slice::from_ref(&follower.endpoint), 0, true, &opts)?;
+
+    let data = b"lag".to_vec();
+    let mut call = Call::new(
+        &rec,
+        "probe.login",
+        None,
+        op::CREATE,
+        Args {
+            user: Some(USER.into()),
+            data: Some(fingerprint(&data)),
+            ..Args::default()
+        },
+    );
+    let hour = Duration::from_millis(crate::policy::LONG_SESSION_MS);
+    let created = majority
+        .create_session(NewSession {
+            user_id: USER.into(),
+            data,
+            attributes: HashMap::new(),
+            idle_timeout: Some(hour),
+            absolute_timeout: Some(hour),
+        })
+        .await
+        .context("create")?;
+    call.event.session = Some(created.session.id.clone());
+    let mut v = session_value(&created.session);
+    v.token = Some(fingerprint(created.token.as_bytes()));
+    v.replayed = Some(created.replayed);
+    call.finish(&rec, Outcome::Ok, v);
+    let session = created.session.id.clone();
+    let token = created.token.clone();
+    // The follower has it before it is cut off.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pinned
+        .get_session(&token, Consistency::Stale, false)
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the follower never served the session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let rest_ids: Vec<u64> = rest.iter().map(|n| n.id).collect();
+    cluster.partition(&[vec![follower.id], rest_ids]).await?;
+    for i in 0..backlog {
+        majority
+            .create_session(NewSession {
+                user_id: format!("backlog-{i}"),
+                data: vec![b'x'; 256],
+                attributes: HashMap::new(),
+                idle_timeout: Some(hour),
+                absolute_timeout: Some(hour),
+            })
+            .await
+            .context("backlog create")?;
+    }
+    let call = Call::new(
+        &rec,
+        "probe.logout",
+        Some(&session),
+        op::REVOKE,
+        Args {
+            user: Some(USER.into()),
+            token: Some(fingerprint(token.as_bytes())),
+            ..Args::default()
+        },
+    );
+    match majority
+        .revoke_session(SessionRef::Token(token.clone()), "logout")
+        .await
+    {
+        Ok(already) => call.finish(
+            &rec,
+            Outcome::Ok,
+            crate::history::Value {
+                already_revoked: Some(already),
+                ..Default::default()
+            },
+        ),
+        Err(e) => {
+            let (o, v) = error_value(&e);
+            call.finish(&rec, o, v);
+            anyhow::bail!("revoke through the majority: {e}");
+        }
+    }
+    // Past the bound (and the skew the checker allows), heal and read while it catches up.
+    let wait = crate::policy::STALE_READ_BOUND_MS + crate::policy::CLOCK_SKEW_MS + 200;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    cluster.heal().await?;
+    let (mut stale_valid, mut answered) = (0, 0);
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let call = Call::new(
+            &rec,
+            "probe.follower",
+            Some(&session),
+            op::GET,
+            Args {
+                user: Some(USER.into()),
+                token: Some(fingerprint(token.as_bytes())),
+                consistency: Some("stale".into()),
+                ..Args::default()
+            },
+        );
+        let r = pinned.get_session(&token, Consistency::Stale, false).await;
+        if r.is_ok() {
+            stale_valid += 1;
+        }
+        let (outcome, value) = read_value(&r);
+        if outcome == Outcome::Ok || value.error.is_some() {
+            answered += 1;
+        }
+        call.finish(&rec, outcome, value);
+    }
+    let mut events = rec.take();
+    events.sort_by_key(|e| (e.invoke_ns, e.complete_ns));
+    Ok(LagProbeResult {
+        events,
+        stale_valid,
+        answered,
+    })
+}

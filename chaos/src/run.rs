@@ -162,10 +162,27 @@ pub fn node_flags() -> Vec<String> {
         s("50"),
         s("--request-timeout-ms"),
         s("1000"),
+        s("--stale-read-bound-ms"),
+        policy::STALE_READ_BOUND_MS.to_string(),
     ]
 }
 
 /// The policy the checker is told about.
+/// `flags` with `name` set to `value` (replaced if present, appended if not).
+pub fn with_flag(mut flags: Vec<String>, name: &str, value: &str) -> Vec<String> {
+    match flags.iter().position(|f| f == name) {
+        Some(i) if i + 1 < flags.len() => flags[i + 1] = value.to_string(),
+        _ => flags.extend([name.to_string(), value.to_string()]),
+    }
+    flags
+}
+
+/// Node flags for the probes that need the whole log kept (no snapshot install shortcut).
+pub fn keep_log_flags() -> Vec<String> {
+    let flags = with_flag(node_flags(), "--snapshot-logs", "100000");
+    with_flag(flags, "--keep-logs", "100000")
+}
+
 pub fn run_info(seed: u64) -> RunInfo {
     RunInfo {
         seed,

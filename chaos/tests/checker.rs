@@ -24,6 +24,7 @@ fn run() -> RunInfo {
         rotation_min_interval_ms: 1000,
         reuse_policy: "revoke".into(),
         clock_skew_ms: 250,
+        stale_read_bound_ms: 600,
     }
 }
 
@@ -1214,6 +1215,7 @@ fn sim_run(grace: u64, min_interval: u64, skew: u64, seed: u64) -> RunInfo {
         }
         .into(),
         clock_skew_ms: skew,
+        stale_read_bound_ms: 600,
     }
 }
 
@@ -1309,4 +1311,27 @@ proptest! {
         let r = check(&h, &RunInfo::default(), &Budget { max_states_per_session: 20_000 });
         let _ = r.passed();
     }
+}
+
+/// A STALE read may return the state from before an acknowledged logout, but only within the
+/// stale-read bound (600 ms here, plus the 250 ms skew) of the acknowledgment.
+#[test]
+fn a_stale_read_may_miss_a_logout_only_within_the_bound() {
+    let revoke = ev(op::REVOKE, "p1", Some("s"), 100, 110)
+        .tok("A")
+        .rid("r1")
+        .already(false);
+    let stale_read = |t: u64| {
+        let mut e = ev(op::GET, "p2", Some("s"), t, t + 10)
+            .tok("A")
+            .record(0, 1, "d1")
+            .superseded(false);
+        e.args.consistency = Some("stale".into());
+        e
+    };
+    assert_passes(&[created(), revoke.clone(), stale_read(500)]);
+    assert_rejected(
+        &[created(), revoke, stale_read(2_000)],
+        ViolationKind::Resurrection,
+    );
 }

@@ -105,3 +105,57 @@ async fn a_deposed_leader_refuses_linearizable_reads() {
         .any(|e| e.args.final_read && e.result == Outcome::Ok);
     assert!(final_ok, "the final read did not succeed: {:#?}", r.events);
 }
+
+/// The clock probe against correct nodes: a leader whose clock jumps a day ahead expires
+/// nothing (the counterpart of the planted wall-clock stamp in `tests/planted.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_a_day_ahead_expires_nothing() {
+    use sessiond_chaos::check::{self, Budget};
+    use sessiond_chaos::cluster::Cluster;
+    use sessiond_chaos::inproc::{InprocCluster, InprocOptions};
+    use sessiond_chaos::run::{node_flags, run_info};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = InprocCluster::start(InprocOptions {
+        nodes: 3,
+        flags: node_flags(),
+        dir: dir.path().to_path_buf(),
+    })
+    .await
+    .expect("cluster starts");
+    let r = sessiond_chaos::probe::leader_clock_ahead(&mut cluster)
+        .await
+        .expect("probe runs");
+    cluster.shutdown().await.expect("shutdown");
+    assert_eq!(r.expired_early, 0, "{:#?}", r.events);
+    let report = check::check(&r.events, &run_info(0), &Budget::default());
+    assert!(report.passed(), "{:?}", report.violations);
+}
+
+/// The lagging-follower probe against correct nodes: a follower catching up serves no STALE
+/// read of a session revoked while it was cut off (the counterpart of the planted lagging
+/// follower in `tests/planted.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catching_up_follower_serves_no_old_state() {
+    use sessiond_chaos::check::{self, Budget};
+    use sessiond_chaos::cluster::Cluster;
+    use sessiond_chaos::inproc::{InprocCluster, InprocOptions};
+    use sessiond_chaos::run::{keep_log_flags, run_info};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = InprocCluster::start(InprocOptions {
+        nodes: 3,
+        flags: keep_log_flags(),
+        dir: dir.path().to_path_buf(),
+    })
+    .await
+    .expect("cluster starts");
+    let r = sessiond_chaos::probe::lagging_follower(&mut cluster, 1_500)
+        .await
+        .expect("probe runs");
+    cluster.shutdown().await.expect("shutdown");
+    assert_eq!(
+        r.stale_valid, 0,
+        "the catching-up follower validated a revoked token"
+    );
+    let report = check::check(&r.events, &run_info(0), &Budget::default());
+    assert!(report.passed(), "{:?}", report.violations);
+}

@@ -2,12 +2,11 @@
 //!
 //! openraft 0.9 syncs the log once per `client_write`, so proposing every command on its own
 //! would cost one fsync each. The batcher takes whatever commands are waiting when a slot
-//! frees up (at most `max_batch`), stamps them with the leader's wall clock, proposes them as
+//! frees up (at most `max_batch`), stamps them with the cluster time ([`crate::clock`]), proposes them as
 //! one [`Batch`], and hands each caller its own outcome. While an entry is being replicated
 //! the next batch fills up, so batch size adapts to load with no added latency when idle.
 
-use crate::clock::wall_ms;
-use crate::freshness::Freshness;
+use crate::clock::Clocks;
 use crate::raft_types::{NodeId, NodeInfo, Raft};
 use crate::store::StateReader;
 use openraft::error::{ClientWriteError, RaftError};
@@ -72,6 +71,23 @@ struct Pending {
     reply: oneshot::Sender<Result<Outcome, ProposeError>>,
 }
 
+/// Largest log entry the batcher builds, in encoded command bytes. With openraft's
+/// `max_payload_entries` (see `node::raft_config`) this bounds an AppendEntries message well
+/// below the peer port's message cap, so replication never sends what the peer must refuse.
+pub const MAX_ENTRY_BYTES: usize = 512 * 1024;
+
+/// Encoded size of a command, without encoding it.
+fn encoded_len(c: &Command) -> usize {
+    postcard::serialize_with_flavor(c, postcard::ser_flavors::Size::default()).unwrap_or(usize::MAX)
+}
+
+/// Whether a command of `size` bytes joins a batch of `count` commands holding `bytes`: while
+/// under both limits, and always as the first (a single command is bounded by the request
+/// limits, far below the entry size).
+fn fits(count: usize, bytes: usize, size: usize, max_batch: usize) -> bool {
+    count == 0 || (count < max_batch && bytes.saturating_add(size) <= MAX_ENTRY_BYTES)
+}
+
 /// Handle to the batcher task.
 #[derive(Clone)]
 pub struct Proposer {
@@ -88,7 +104,7 @@ impl Proposer {
     /// Start the batcher task for `raft`.
     pub fn spawn(
         raft: Raft,
-        freshness: Freshness,
+        clocks: Clocks,
         state: StateReader,
         policy: Policy,
         limits: BatchLimits,
@@ -100,7 +116,7 @@ impl Proposer {
             state,
             configured: false,
         };
-        tokio::spawn(run(raft, freshness, rx, limits, guard, observer));
+        tokio::spawn(run(raft, clocks, rx, limits, guard, observer));
         Proposer { tx }
     }
 
@@ -125,7 +141,7 @@ pub struct BatchLimits {
 
 async fn run(
     raft: Raft,
-    freshness: Freshness,
+    clocks: Clocks,
     mut rx: mpsc::Receiver<Pending>,
     limits: BatchLimits,
     mut guard: PolicyGuard,
@@ -133,25 +149,39 @@ async fn run(
 ) {
     let max_batch = limits.max_batch;
     let slots = Arc::new(Semaphore::new(limits.max_inflight));
+    // A command that did not fit the previous batch opens the next one.
+    let mut carried: Option<(Pending, usize)> = None;
     loop {
         // Wait for a free slot first, so commands keep queueing (and batching) meanwhile.
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = rx.recv().await else {
-            return;
+        let first = match carried.take() {
+            Some(c) => c,
+            None => match rx.recv().await {
+                Some(p) => {
+                    let size = encoded_len(&p.command);
+                    (p, size)
+                }
+                None => return,
+            },
         };
-        let mut pending = vec![first];
+        let mut bytes = first.1;
+        let mut pending = vec![first.0];
         while pending.len() < max_batch {
-            match rx.try_recv() {
-                Ok(p) => pending.push(p),
-                Err(_) => break,
+            let Ok(p) = rx.try_recv() else { break };
+            let size = encoded_len(&p.command);
+            if !fits(pending.len(), bytes, size, max_batch) {
+                carried = Some((p, size));
+                break;
             }
+            bytes += size;
+            pending.push(p);
         }
         observer.batch_proposed(pending.len());
         let configure = guard.command();
         let raft = raft.clone();
-        let freshness = freshness.clone();
+        let clocks = clocks.clone();
         tokio::spawn(async move {
             let skip = usize::from(configure.is_some());
             let (commands, replies): (Vec<_>, Vec<_>) = configure
@@ -161,13 +191,17 @@ async fn run(
                 .unzip();
             let replies: Vec<_> = replies.into_iter().flatten().collect();
             let batch = Batch {
-                stamp_ms: wall_ms(),
+                // The replicated time is folded in by the applied watcher. The planted bug of
+                // the chaos harness's proof stamps the leader's own wall clock instead.
+                stamp_ms: match cfg!(feature = "planted-wall-clock-stamp") {
+                    true => clocks.wall_ms(),
+                    false => clocks.stamp(0),
+                },
                 commands,
             };
             let n = replies.len();
             match raft.client_write(batch).await {
                 Ok(resp) => {
-                    freshness.touch();
                     let mut outcomes = resp.data;
                     if skip > 0 && outcomes.len() == n + skip {
                         if let Some(Err(e)) = outcomes.first() {
@@ -208,5 +242,55 @@ fn propose_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Pr
             leader: f.leader_node,
         },
         other => ProposeError::Unavailable(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_bounded_in_bytes_as_well_as_count() {
+        // A first command always fits, whatever its size.
+        assert!(fits(0, 0, MAX_ENTRY_BYTES * 2, 512));
+        // 64 KiB commands: at most eight per entry.
+        let big = 64 * 1024;
+        let mut n = 0;
+        let mut bytes = 0;
+        while fits(n, bytes, big, 512) {
+            n += 1;
+            bytes += big;
+        }
+        assert_eq!(n, MAX_ENTRY_BYTES / big);
+        // Small commands: the count limit.
+        let (mut n, mut bytes) = (0, 0);
+        while fits(n, bytes, 100, 512) {
+            n += 1;
+            bytes += 100;
+        }
+        assert_eq!(n, 512);
+    }
+
+    #[test]
+    fn encoded_len_counts_the_session_data() {
+        use sessiond_state::command::Command;
+        use sessiond_state::token::{RequestKey, SealedToken, SessionId, TokenHash, TOKEN_BYTES};
+        let create = |data: usize| Command::Create {
+            request_id: RequestKey([1; 16]),
+            id: SessionId([1; 16]),
+            token_hash: TokenHash([1; 32]),
+            sealed_token: SealedToken([1; TOKEN_BYTES]),
+            user_id: "u".into(),
+            data: vec![7; data],
+            attributes: Default::default(),
+            idle_timeout_ms: None,
+            absolute_timeout_ms: None,
+        };
+        let empty = encoded_len(&create(0));
+        assert_eq!(encoded_len(&create(65_536)), empty + 65_536 + 2);
+        assert_eq!(
+            encoded_len(&create(100)),
+            postcard::to_allocvec(&create(100)).expect("encodes").len()
+        );
     }
 }

@@ -144,10 +144,15 @@ pub struct ServeArgs {
     /// Deadline of a request forwarded to the leader, ms.
     #[arg(long, env = "SESSIOND_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
-    /// STALE reads are served locally only within this long of the last contact with the
-    /// leader (default: the maximum election timeout); later they go to the leader.
+    /// STALE reads are served locally only if, within this long (monotonic clock), a leader
+    /// told this node a commit index it has applied (default: the maximum election timeout);
+    /// otherwise they go to the leader.
     #[arg(long, env = "SESSIOND_STALE_READ_BOUND_MS")]
     pub stale_read_bound_ms: Option<u64>,
+    /// A clock further than this from the voters' median is reported (metric, log, Status);
+    /// such a clock never drives replicated time. Default 500.
+    #[arg(long, env = "SESSIOND_MAX_CLOCK_SKEW_MS")]
+    pub max_clock_skew_ms: Option<u64>,
     /// Memtable size of each RocksDB column family, MiB (default 16).
     #[arg(long, env = "SESSIOND_WRITE_BUFFER_MIB")]
     pub write_buffer_mib: Option<usize>,
@@ -220,6 +225,7 @@ struct FileConfig {
     max_inflight_batches: Option<usize>,
     request_timeout_ms: Option<u64>,
     stale_read_bound_ms: Option<u64>,
+    max_clock_skew_ms: Option<u64>,
     write_buffer_mib: Option<usize>,
     block_cache_mib: Option<usize>,
     worker_threads: Option<usize>,
@@ -277,6 +283,7 @@ pub struct NodeConfig {
     pub max_inflight_batches: usize,
     pub request_timeout_ms: u64,
     pub stale_read_bound_ms: u64,
+    pub max_clock_skew_ms: u64,
     pub store: Tuning,
     /// None: one per core.
     pub worker_threads: Option<usize>,
@@ -348,6 +355,19 @@ impl ServeArgs {
         if policy.retired_generations < MIN_RETIRED_GENERATIONS {
             bail!("--retired-generations must be at least {MIN_RETIRED_GENERATIONS}");
         }
+        if policy.rotation_min_interval_ms < policy.grace_window_ms {
+            // Then one tab could rotate twice while another still presents the token two
+            // generations back, inside its grace window: that is reuse, and the session
+            // would be revoked under the user — the failure this store exists to end.
+            bail!(
+                "--rotation-min-interval-ms ({}) is shorter than --grace-window-ms ({}): a \
+                 browser tab could then rotate twice while another tab still holds the token \
+                 two generations back, which counts as token reuse and logs the user out; \
+                 set the interval to at least the grace window",
+                policy.rotation_min_interval_ms,
+                policy.grace_window_ms
+            );
+        }
         // The same check the state machine applies to `Configure`: a policy it would refuse
         // is refused here, at startup, rather than proposed again on every batch.
         sessiond_state::limits::policy(&policy).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -416,6 +436,7 @@ impl ServeArgs {
                 .max(1),
             stale_read_bound_ms: pick!(self, file, stale_read_bound_ms)
                 .unwrap_or(election_timeout_max_ms),
+            max_clock_skew_ms: pick!(self, file, max_clock_skew_ms).unwrap_or(500).max(1),
             store,
             worker_threads,
             security,
@@ -514,6 +535,34 @@ mod tests {
         assert!(parse_initial_cluster("x=a:1").is_err());
         assert!(parse_initial_cluster("0=a:1").is_err());
         assert!(parse_initial_cluster("1=nohost").is_err());
+    }
+
+    #[test]
+    fn a_rotation_interval_shorter_than_the_grace_window_is_refused() {
+        let base = || ServeArgs {
+            node_id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            client_addr: Some("127.0.0.1:1".parse().expect("address")),
+            peer_addr: Some("127.0.0.1:2".parse().expect("address")),
+            insecure: true,
+            ..ServeArgs::default()
+        };
+        let mut a = base();
+        a.grace_window_ms = Some(5_000);
+        a.rotation_min_interval_ms = Some(4_999);
+        let err = a.resolve().expect_err("refused").to_string();
+        assert!(err.contains("--rotation-min-interval-ms (4999)"), "{err}");
+        let mut ok = base();
+        ok.grace_window_ms = Some(5_000);
+        ok.rotation_min_interval_ms = Some(5_000);
+        ok.resolve()
+            .expect("an interval equal to the window is fine");
+        let mut default = base();
+        default.grace_window_ms = Some(2_000);
+        let cfg = default
+            .resolve()
+            .expect("the interval defaults to the window");
+        assert_eq!(cfg.policy.rotation_min_interval_ms, 2_000);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub struct Http {
     pub id: NodeId,
     pub raft: Raft,
     pub state: StateReader,
+    pub clocks: crate::clock::Clocks,
     pub metrics: Arc<Metrics>,
 }
 
@@ -67,7 +68,7 @@ async fn readyz(State(h): State<Http>) -> (StatusCode, String) {
 }
 
 async fn metrics(State(h): State<Http>) -> String {
-    h.metrics.render(&h.raft, &h.state)
+    h.metrics.render(&h.raft, &h.state, &h.clocks)
 }
 
 /// Serve the HTTP surface on `addr` until the process ends: over TLS with `tls` (the node's

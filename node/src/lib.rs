@@ -32,3 +32,18 @@ pub mod reads;
 pub mod store;
 pub mod sweeper;
 pub mod tls;
+
+/// The deliberately planted bugs compiled into this build (Cargo features used only by the
+/// chaos harness to prove it catches them). A node of such a build refuses to start unless the
+/// harness allows it explicitly (see [`node::NodeHooks`] and [`ALLOW_PLANTED_BUGS_ENV`]).
+pub const PLANTED_BUGS: &[&str] = &[
+    #[cfg(feature = "planted-stale-reads")]
+    "planted-stale-reads",
+    #[cfg(feature = "planted-lagging-follower")]
+    "planted-lagging-follower",
+    #[cfg(feature = "planted-wall-clock-stamp")]
+    "planted-wall-clock-stamp",
+];
+
+/// Set to `1` to let a binary with [`PLANTED_BUGS`] serve (tests of the harness only).
+pub const ALLOW_PLANTED_BUGS_ENV: &str = "SESSIOND_TEST_ALLOW_PLANTED_BUGS";

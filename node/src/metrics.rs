@@ -37,6 +37,31 @@ pub struct Metrics {
     table_bytes: IntGaugeVec,
     auth_refused: IntCounterVec,
     insecure: IntGauge,
+    clock_skew: IntGauge,
+    clock_skewed: IntGauge,
+    /// Full paths of the client port's methods: the only values of the `method` label.
+    methods: std::collections::HashSet<String>,
+}
+
+/// Every `/package.Service/Method` path of the project's services, from the descriptor set.
+fn method_paths() -> std::collections::HashSet<String> {
+    use prost::Message;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(sessiond_proto::FILE_DESCRIPTOR_SET)
+    else {
+        return Default::default();
+    };
+    set.file
+        .iter()
+        .flat_map(|f| {
+            let package = f.package().to_string();
+            f.service.iter().flat_map(move |s| {
+                let service = format!("{package}.{}", s.name());
+                s.method
+                    .iter()
+                    .map(move |m| format!("/{service}/{}", m.name()))
+            })
+        })
+        .collect()
 }
 
 fn outcome_label(o: &Outcome) -> &'static str {
@@ -147,6 +172,17 @@ impl Metrics {
             "insecure",
             "1 when the node runs --insecure: no TLS, no authentication",
         )?;
+        let clock_skew = IntGauge::new(
+            "clock_skew_ms",
+            "This node's wall clock minus the voters' median clock, last measured",
+        )?;
+        let clock_skewed = IntGauge::new(
+            "clock_skewed",
+            "1 while this node's clock is further from the voters' median than \
+             --max-clock-skew-ms (it then never drives replicated time)",
+        )?;
+        registry.register(Box::new(clock_skew.clone()))?;
+        registry.register(Box::new(clock_skewed.clone()))?;
         registry.register(Box::new(auth_refused.clone()))?;
         registry.register(Box::new(insecure.clone()))?;
         Ok(Metrics {
@@ -167,6 +203,9 @@ impl Metrics {
             table_bytes,
             auth_refused,
             insecure,
+            clock_skew,
+            clock_skewed,
+            methods: method_paths(),
         })
     }
 
@@ -187,7 +226,14 @@ impl Metrics {
     }
 
     /// Refresh the gauges and render everything in the Prometheus text format.
-    pub fn render(&self, raft: &Raft, state: &StateReader) -> String {
+    pub fn render(
+        &self,
+        raft: &Raft,
+        state: &StateReader,
+        clocks: &crate::clock::Clocks,
+    ) -> String {
+        self.clock_skew.set(clocks.skew_ms());
+        self.clock_skewed.set(i64::from(clocks.skewed()));
         let m = raft.metrics().borrow().clone();
         let g = |field: &str, v: u64| {
             self.raft
@@ -241,8 +287,17 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// The `method` label of a request path: the method's name for the project's own methods,
+    /// `other` for anything else, so that requests to made-up paths cannot grow the label set.
+    fn method_label<'p>(&self, path: &'p str) -> &'p str {
+        match self.methods.contains(path) {
+            true => path.rsplit('/').next().unwrap_or("other"),
+            false => "other",
+        }
+    }
+
     fn rpc_done(&self, path: &str, started: Instant) {
-        let method = path.rsplit('/').next().unwrap_or(path);
+        let method = self.method_label(path);
         self.latency
             .with_label_values(&[method])
             .observe(started.elapsed().as_secs_f64());
@@ -351,5 +406,52 @@ where
             metrics.rpc_done(&path, started);
             r
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn method_labels(m: &Metrics) -> std::collections::BTreeSet<String> {
+        m.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "sessiond_rpc_duration_seconds")
+            .flat_map(|f| f.get_metric().iter())
+            .flat_map(|m| m.get_label().iter())
+            .filter(|l| l.name() == "method")
+            .map(|l| l.value().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn made_up_paths_share_one_label() {
+        let m = Metrics::new().expect("metrics");
+        for i in 0..500 {
+            m.rpc_done(&format!("/sessiond.v1.Sessions/Nope{i}"), Instant::now());
+            m.rpc_done(&format!("/x{i}/y"), Instant::now());
+        }
+        m.rpc_done("/sessiond.v1.Sessions/GetSession", Instant::now());
+        m.rpc_done("/sessiond.v1.Cluster/Status", Instant::now());
+        let labels = method_labels(&m);
+        let expected: std::collections::BTreeSet<String> = ["GetSession", "Status", "other"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(labels, expected);
+    }
+
+    #[test]
+    fn every_method_of_the_services_is_known() {
+        let paths = method_paths();
+        for p in [
+            "/sessiond.v1.Sessions/CreateSession",
+            "/sessiond.v1.Sessions/WatchRevocations",
+            "/sessiond.v1.Cluster/Status",
+            "/sessiond.v1.Raft/AppendEntries",
+        ] {
+            assert!(paths.contains(p), "{p} missing from {paths:?}");
+        }
     }
 }

@@ -11,10 +11,12 @@
 //! dials a peer expecting the peer's own node name, so another node's certificate cannot
 //! answer for it. The same channels carry calls forwarded to the leader's client port.
 
+use crate::clock::Clocks;
 use crate::freshness::Freshness;
 use crate::raft_types::{NodeId, NodeInfo, Raft, TypeConfig};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -156,12 +158,21 @@ fn tls_connector(
 pub struct PeerNetwork {
     self_id: NodeId,
     channels: Channels,
+    freshness: Freshness,
+    clocks: Clocks,
 }
 
 impl PeerNetwork {
-    /// A factory for node `self_id`.
-    pub fn new(self_id: NodeId, channels: Channels) -> Self {
-        PeerNetwork { self_id, channels }
+    /// A factory for node `self_id`, whose AppendEntries carry the age of its last quorum
+    /// acknowledgment from `freshness` and its cluster time from `clocks`, and which samples
+    /// peers' clocks from their replies into `clocks`.
+    pub fn new(self_id: NodeId, channels: Channels, freshness: Freshness, clocks: Clocks) -> Self {
+        PeerNetwork {
+            self_id,
+            channels,
+            freshness,
+            clocks,
+        }
     }
 }
 
@@ -174,6 +185,8 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             node: node.clone(),
             channels: self.channels.clone(),
+            freshness: self.freshness.clone(),
+            clocks: self.clocks.clone(),
         }
     }
 }
@@ -184,6 +197,30 @@ pub struct PeerClient {
     target: NodeId,
     node: NodeInfo,
     channels: Channels,
+    freshness: Freshness,
+    clocks: Clocks,
+}
+
+/// What an AppendEntries envelope carries besides the message.
+#[derive(Clone, Copy, Default)]
+struct Extra {
+    quorum_age_ms: Option<u64>,
+    cluster_time_ms: Option<u64>,
+    /// Log entries in an AppendEntries, to tell openraft how many to send instead when the
+    /// message is too large.
+    entries: usize,
+}
+
+/// Room left in a peer message for the envelope around the encoded Raft message.
+const ENVELOPE_ROOM: usize = 64 * 1024;
+
+/// openraft's way of shrinking an AppendEntries that is too large: send half as many entries.
+fn too_large<E: std::error::Error>(
+    entries: usize,
+) -> RPCError<NodeId, NodeInfo, RaftError<NodeId, E>> {
+    RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
+        (entries as u64 / 2).max(1),
+    ))
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, PeerError> {
@@ -207,6 +244,7 @@ impl PeerClient {
         &self,
         rpc: Rpc,
         req: &Req,
+        extra: Extra,
         ttl: Duration,
     ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
     where
@@ -220,6 +258,13 @@ impl PeerClient {
             Rpc::Snapshot => RPCTypes::InstallSnapshot,
         };
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if matches!(rpc, Rpc::Append)
+            && extra.entries > 1
+            && payload.len() > MAX_PEER_MESSAGE_BYTES - ENVELOPE_ROOM
+        {
+            // Never send what the peer must refuse (resending the same range forever).
+            return Err(too_large(extra.entries));
+        }
         let started = tokio::time::Instant::now();
         let timeout = Timeout {
             action,
@@ -242,6 +287,8 @@ impl PeerClient {
             target_node_id: self.target,
             from_node_id: self.self_id,
             payload,
+            quorum_age_ms: extra.quorum_age_ms,
+            cluster_time_ms: extra.cluster_time_ms,
         });
         request.set_timeout(ttl);
         let fut = async {
@@ -253,11 +300,25 @@ impl PeerClient {
         };
         let reply = match tokio::time::timeout(ttl, fut).await {
             Err(_) => return Err(RPCError::Timeout(timeout)),
+            Ok(Err(status))
+                if matches!(rpc, Rpc::Append)
+                    && extra.entries > 1
+                    && matches!(
+                        status.code(),
+                        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+                    ) =>
+            {
+                return Err(too_large(extra.entries))
+            }
             Ok(Err(status)) => return Err(self.status_error(status, action, ttl)),
             Ok(Ok(reply)) => reply.into_inner(),
         };
         if !self.cross(self.target, self.self_id, started, ttl).await {
             return Err(RPCError::Timeout(timeout));
+        }
+        if let (Rpc::Append, Some(wall_ms)) = (rpc, reply.wall_ms) {
+            self.clocks
+                .peer_sample(self.target, wall_ms, started.into_std());
         }
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -326,7 +387,22 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::Append, &rpc, option.hard_ttl()).await
+        // openraft built `rpc` just before this call, so its commit index is at least what was
+        // committed when the quorum acknowledgment below happened. Only a commit index of the
+        // leader's own term covers every entry earlier leaders acknowledged.
+        let term = rpc.vote.leader_id().get_term();
+        let age = match rpc.leader_commit {
+            Some(c) if c.leader_id.term == term => {
+                self.freshness.quorum_age_ms(term, self.freshness.now_ms())
+            }
+            _ => None,
+        };
+        let extra = Extra {
+            quorum_age_ms: age,
+            cluster_time_ms: self.clocks.voters_median(),
+            entries: rpc.entries.len(),
+        };
+        self.call(Rpc::Append, &rpc, extra, option.hard_ttl()).await
     }
 
     async fn install_snapshot(
@@ -337,7 +413,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(Rpc::Snapshot, &rpc, option.hard_ttl()).await
+        self.call(Rpc::Snapshot, &rpc, Extra::default(), option.hard_ttl())
+            .await
     }
 
     async fn vote(
@@ -345,7 +422,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
+        self.call(Rpc::Vote, &rpc, Extra::default(), option.hard_ttl())
+            .await
     }
 }
 
@@ -374,6 +452,7 @@ pub struct PeerService {
     info: NodeInfo,
     raft: Raft,
     freshness: Freshness,
+    clocks: Clocks,
     /// Whether senders are authenticated by their node certificates (false: `--insecure`).
     authenticated: bool,
 }
@@ -395,6 +474,7 @@ impl PeerService {
         info: NodeInfo,
         raft: Raft,
         freshness: Freshness,
+        clocks: Clocks,
         authenticated: bool,
     ) -> Self {
         PeerService {
@@ -402,6 +482,7 @@ impl PeerService {
             info,
             raft,
             freshness,
+            clocks,
             authenticated,
         }
     }
@@ -446,9 +527,12 @@ impl PeerService {
         Ok(msg)
     }
 
-    fn reply<T: Serialize>(v: &T) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+    fn reply<T: Serialize>(&self, v: &T) -> Result<tonic::Response<RaftReply>, tonic::Status> {
         let payload = encode(v).map_err(|e| tonic::Status::internal(e.to_string()))?;
-        Ok(tonic::Response::new(RaftReply { payload }))
+        Ok(tonic::Response::new(RaftReply {
+            payload,
+            wall_ms: Some(self.clocks.wall_ms()),
+        }))
     }
 }
 
@@ -458,21 +542,31 @@ impl sessiond_proto::v1::raft_server::Raft for PeerService {
         &self,
         request: tonic::Request<RaftRequest>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
+        let arrived_ms = self.freshness.now_ms();
+        let quorum_age_ms = request.get_ref().quorum_age_ms;
+        let cluster_time_ms = request.get_ref().cluster_time_ms;
         let req: AppendEntriesRequest<TypeConfig> = self
             .open(request, |r: &AppendEntriesRequest<TypeConfig>| {
                 r.vote.leader_id().voted_for().unwrap_or(0)
             })?;
+        let commit_index = req.leader_commit.map(|c| c.index);
         let result = self.raft.append_entries(req).await;
-        if matches!(
+        let accepted = matches!(
             result,
-            Ok(AppendEntriesResponse::Success
-                | AppendEntriesResponse::PartialSuccess(_)
-                | AppendEntriesResponse::Conflict)
-        ) {
-            // Accepted from a leader of the current term: local state is fresh.
-            self.freshness.touch();
+            Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))
+        );
+        if let (true, Some(c)) = (accepted, commit_index) {
+            self.freshness.heard_commit(c);
         }
-        Self::reply(&result)
+        if let (true, Some(commit_index), Some(age)) = (accepted, commit_index, quorum_age_ms) {
+            // Accepted from the current leader, which vouches for its commit index as of its
+            // last quorum acknowledgment: STALE reads are served once it is applied here.
+            self.freshness.told(commit_index, age, arrived_ms);
+        }
+        if let (true, Some(t)) = (accepted, cluster_time_ms) {
+            self.clocks.told_cluster_time(t);
+        }
+        self.reply(&result)
     }
 
     async fn vote(
@@ -482,7 +576,7 @@ impl sessiond_proto::v1::raft_server::Raft for PeerService {
         let req: VoteRequest<NodeId> = self.open(request, |r: &VoteRequest<NodeId>| {
             r.vote.leader_id().voted_for().unwrap_or(0)
         })?;
-        Self::reply(&self.raft.vote(req).await)
+        self.reply(&self.raft.vote(req).await)
     }
 
     async fn install_snapshot(
@@ -493,7 +587,7 @@ impl sessiond_proto::v1::raft_server::Raft for PeerService {
             .open(request, |r: &InstallSnapshotRequest<TypeConfig>| {
                 r.vote.leader_id().voted_for().unwrap_or(0)
             })?;
-        Self::reply(&self.raft.install_snapshot(req).await)
+        self.reply(&self.raft.install_snapshot(req).await)
     }
 
     async fn info(

@@ -7,6 +7,7 @@ use crate::api::route::{Router, MAX_CLIENT_MESSAGE_BYTES};
 use crate::api::sessions::SessionsCore;
 use crate::auth::AuthLayer;
 use crate::batcher::{BatchLimits, Proposer};
+use crate::clock::{Clocks, SystemClock, WallClock};
 use crate::config::NodeConfig;
 use crate::credentials::NodeCredentials;
 use crate::freshness::Freshness;
@@ -29,6 +30,13 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 /// The Raft settings derived from the node configuration.
+/// Log entries per AppendEntries.
+const MAX_PAYLOAD_ENTRIES: u64 = 64;
+const _: () = assert!(
+    MAX_PAYLOAD_ENTRIES as usize * crate::batcher::MAX_ENTRY_BYTES
+        <= crate::network::MAX_PEER_MESSAGE_BYTES / 2
+);
+
 pub fn raft_config(cfg: &NodeConfig) -> anyhow::Result<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "sessiond".into(),
@@ -37,8 +45,9 @@ pub fn raft_config(cfg: &NodeConfig) -> anyhow::Result<openraft::Config> {
         election_timeout_max: cfg.election_timeout_max_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
         max_in_snapshot_log_to_keep: cfg.keep_logs,
-        // Entries are batches of up to `max_batch` commands; keep one AppendEntries bounded.
-        max_payload_entries: 64,
+        // Entries are batches of at most `MAX_ENTRY_BYTES`: one AppendEntries stays within half
+        // the peer message cap (and the network asks openraft for fewer if it ever would not).
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         install_snapshot_timeout: 10_000,
         ..Default::default()
     };
@@ -50,6 +59,10 @@ pub fn raft_config(cfg: &NodeConfig) -> anyhow::Result<openraft::Config> {
 pub struct NodeHooks {
     /// Cuts or delays traffic to other nodes (the chaos harness's in-process transport).
     pub link_filter: Option<Arc<dyn LinkFilter>>,
+    /// This node's wall clock (default: the system's); the chaos harness sets a wrong one.
+    pub clock: Option<Arc<dyn WallClock>>,
+    /// Start even if this build has planted bugs ([`crate::PLANTED_BUGS`]).
+    pub allow_planted_bugs: bool,
 }
 
 /// A started node.
@@ -97,6 +110,30 @@ async fn serve<L>(
     }
 }
 
+/// A build with planted bugs serves wrong answers on purpose: refuse to start unless allowed,
+/// and say so loudly when allowed.
+fn refuse_planted_bugs(allowed: bool) -> anyhow::Result<()> {
+    let bugs = crate::PLANTED_BUGS;
+    if bugs.is_empty() {
+        return Ok(());
+    }
+    let env = crate::ALLOW_PLANTED_BUGS_ENV;
+    if !allowed && std::env::var(env).as_deref() != Ok("1") {
+        anyhow::bail!(
+            "this sessiond build contains deliberately planted bugs ({}) that serve wrong \
+             answers; it exists only to test the chaos harness and refuses to start \
+             (set {env}=1 to run it in such a test)",
+            bugs.join(", ")
+        );
+    }
+    tracing::error!(
+        planted_bugs = %bugs.join(", "),
+        "THIS BUILD CONTAINS DELIBERATELY PLANTED BUGS: it serves wrong answers on purpose; \
+         never use it for anything but testing the chaos harness"
+    );
+    Ok(())
+}
+
 impl Node {
     /// Open storage, start Raft and every server and background task.
     pub async fn start(cfg: NodeConfig) -> anyhow::Result<Node> {
@@ -105,6 +142,7 @@ impl Node {
 
     /// [`Node::start`] with test hooks installed.
     pub async fn start_with(cfg: NodeConfig, hooks: NodeHooks) -> anyhow::Result<Node> {
+        refuse_planted_bugs(hooks.allow_planted_bugs)?;
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
         let observer: Arc<dyn Observer> = metrics.clone();
         std::fs::create_dir_all(&cfg.data_dir)
@@ -120,10 +158,17 @@ impl Node {
         let (log, machine, state) = Store::open_tuned(&cfg.data_dir, cfg.store)?;
         let channels = Channels::new(credentials.peer_client(), hooks.link_filter);
         let freshness = Freshness::new(cfg.stale_read_bound_ms);
+        let wall: Arc<dyn WallClock> = hooks.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+        let clocks = Clocks::new(wall, cfg.max_clock_skew_ms);
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(raft_config(&cfg)?),
-            PeerNetwork::new(cfg.node_id, channels.clone()),
+            PeerNetwork::new(
+                cfg.node_id,
+                channels.clone(),
+                freshness.clone(),
+                clocks.clone(),
+            ),
             log,
             machine,
         )
@@ -143,6 +188,7 @@ impl Node {
             me.clone(),
             raft.clone(),
             freshness.clone(),
+            clocks.clone(),
             !credentials.insecure(),
         ))
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
@@ -155,9 +201,15 @@ impl Node {
             "peer",
         )));
 
-        let proposer = Proposer::spawn(
+        tasks.push(crate::freshness::watch_quorum(
             raft.clone(),
             freshness.clone(),
+        ));
+        tasks.push(crate::clock::watch_membership(raft.clone(), clocks.clone()));
+        tasks.push(crate::clock::watch_applied(state.clone(), clocks.clone()));
+        let proposer = Proposer::spawn(
+            raft.clone(),
+            clocks.clone(),
             state.clone(),
             cfg.policy.clone(),
             BatchLimits {
@@ -166,7 +218,7 @@ impl Node {
             },
             observer.clone(),
         );
-        let reads = ReadBarrier::spawn(raft.clone(), freshness.clone(), observer.clone());
+        let reads = ReadBarrier::spawn(raft.clone(), observer.clone());
         let router = Router::new(
             cfg.node_id,
             raft.clone(),
@@ -181,7 +233,8 @@ impl Node {
                 state: state.clone(),
                 bootstrap_policy: cfg.policy.clone(),
                 observer: observer.clone(),
-                freshness,
+                freshness: freshness.clone(),
+                clocks: clocks.clone(),
                 seal_key: credentials.seal_key(),
             },
         };
@@ -191,6 +244,8 @@ impl Node {
             router,
             state: state.clone(),
             insecure: credentials.insecure(),
+            clocks: clocks.clone(),
+            freshness: freshness.clone(),
         };
         // grpc.health.v1 and server reflection, so standard tools work without the .proto files.
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -240,6 +295,7 @@ impl Node {
                 id: cfg.node_id,
                 raft: raft.clone(),
                 state: state.clone(),
+                clocks: clocks.clone(),
                 metrics: metrics.clone(),
             };
             tasks.push(tokio::spawn(async move {
@@ -254,6 +310,7 @@ impl Node {
             raft.clone(),
             state,
             proposer,
+            clocks,
             observer,
             Duration::from_millis(cfg.expiry_interval_ms),
         )));

@@ -5,7 +5,6 @@
 //! share it: one round of heartbeats serves them all. A read never reuses a check that began
 //! before it arrived, which is what keeps it linearizable.
 
-use crate::freshness::Freshness;
 use crate::raft_types::{NodeId, NodeInfo, Raft};
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
@@ -38,15 +37,12 @@ pub trait ReadObserver: Send + Sync + 'static {
 /// or a restart a follower may miss one heartbeat round, which is no reason to fail a read.
 const QUORUM_RETRIES: u32 = 3;
 
-async fn confirm(raft: &Raft, freshness: &Freshness) -> Result<(), ReadError> {
+async fn confirm(raft: &Raft) -> Result<(), ReadError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
         match raft.ensure_linearizable().await {
-            Ok(_) => {
-                freshness.touch();
-                return Ok(());
-            }
+            Ok(_) => return Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                 return Err(ReadError::NotLeader {
                     leader_id: f.leader_id,
@@ -66,11 +62,7 @@ async fn confirm(raft: &Raft, freshness: &Freshness) -> Result<(), ReadError> {
 
 impl ReadBarrier {
     /// Start the task that runs leadership checks for `raft`.
-    pub fn spawn(
-        raft: Raft,
-        freshness: Freshness,
-        observer: std::sync::Arc<dyn ReadObserver>,
-    ) -> ReadBarrier {
+    pub fn spawn(raft: Raft, observer: std::sync::Arc<dyn ReadObserver>) -> ReadBarrier {
         let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<(), ReadError>>>(4096);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -79,7 +71,7 @@ impl ReadBarrier {
                     waiters.push(w);
                 }
                 observer.check_shared(waiters.len());
-                let result = confirm(&raft, &freshness).await;
+                let result = confirm(&raft).await;
                 for w in waiters {
                     let _ = w.send(result.clone());
                 }

@@ -4,7 +4,7 @@
 //! surviving a restart.
 
 use crate::batcher::Proposer;
-use crate::clock::wall_ms;
+use crate::clock::Clocks;
 use crate::observe::Observer;
 use crate::raft_types::{NodeId, Raft};
 use crate::store::StateReader;
@@ -22,6 +22,7 @@ pub async fn run(
     raft: Raft,
     state: StateReader,
     proposer: Proposer,
+    clocks: Clocks,
     observer: Arc<dyn Observer>,
     interval: Duration,
 ) {
@@ -35,7 +36,7 @@ pub async fn run(
         // Keep sweeping while full pages come back, then wait for the next tick.
         for _ in 0..100 {
             let view = state.view();
-            let now = query::clock(&view).map(|c| c.max(wall_ms()));
+            let now = query::clock(&view).map(|c| clocks.read_now(c));
             match now.and_then(|now| query::expiry_due(&view, now)) {
                 Ok(true) => {}
                 Ok(false) => break,

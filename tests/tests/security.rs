@@ -241,6 +241,7 @@ async fn peer_call(
         // Not a message at all (a truncated varint): what gets past authentication fails
         // to decode.
         payload: vec![0xff; 3],
+        ..RaftRequest::default()
     };
     let vote = client.vote(call(msg.clone())).await;
     let append = client.append_entries(call(msg)).await;

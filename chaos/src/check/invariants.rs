@@ -14,6 +14,8 @@ pub struct Times {
     pub grace_ns: u64,
     pub min_interval_ns: u64,
     pub skew_ns: u64,
+    /// How old a state a STALE read may return (plus the skew, for message delays).
+    pub stale_bound_ns: u64,
     /// The history's first invoke, for readable relative times.
     pub t0: u64,
 }
@@ -206,11 +208,18 @@ impl View<'_> {
     }
 }
 
-/// After an acknowledged logout, nothing invoked later on the session succeeds.
+/// After an acknowledged logout, nothing invoked later on the session succeeds; a STALE
+/// read may still return the state from before it, but only within the stale-read bound.
 pub fn resurrection(v: &View, out: &mut Findings) {
     let Some(t) = v.revoked_ack() else { return };
+    let stale_until = t
+        .saturating_add(v.t.stale_bound_ns)
+        .saturating_add(v.t.skew_ns);
     let offends = |e: &Event| {
-        if e.result != Outcome::Ok || e.invoke_ns <= t || is_stale(e) || v.is_replay(e) {
+        if e.result != Outcome::Ok || e.invoke_ns <= t || v.is_replay(e) {
+            return false;
+        }
+        if is_stale(e) && e.invoke_ns <= stale_until {
             return false;
         }
         match e.op.as_str() {

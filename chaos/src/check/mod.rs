@@ -293,7 +293,13 @@ fn compile(
             token: v.token.as_deref().map(|t| interner.id(t)),
             gen: v.generation,
             version: v.version,
-            data: v.data.as_deref().map(|d| interner.id(d)),
+            // A replayed rotation answers the session's content only while the session is
+            // still at the version of the first answer (dedup rows keep no content): its data
+            // proves nothing.
+            data: match (kind, v.replayed) {
+                (Kind::Rotate, Some(true)) => None,
+                _ => v.data.as_deref().map(|d| interner.id(d)),
+            },
             superseded: v.superseded,
             rotated: v.rotated,
             already: v.already_revoked,
@@ -396,6 +402,7 @@ pub fn check(events: &[Event], run: &RunInfo, budget: &Budget) -> Report {
         grace_ns: ms(run.grace_window_ms),
         min_interval_ns: ms(run.rotation_min_interval_ms),
         skew_ns: ms(run.clock_skew_ms),
+        stale_bound_ns: ms(run.stale_read_bound_ms),
         t0,
     };
     let policy = Policy {

@@ -29,6 +29,36 @@ pub struct ClusterService {
     pub(crate) state: crate::store::StateReader,
     /// Reported in `Status`, so that an insecure node cannot go unnoticed.
     pub(crate) insecure: bool,
+    /// Clock skew, for `Status`.
+    pub(crate) clocks: crate::clock::Clocks,
+    /// The commit index a follower was told, for `Status`.
+    pub(crate) freshness: crate::freshness::Freshness,
+}
+
+/// The commit index as this node knows it. openraft 0.9 does not publish it: a leader derives
+/// it from the voters' matched indexes (the highest index a majority holds, never below what
+/// it applied); a follower reports the highest a leader told it.
+fn commit_index(m: &openraft::RaftMetrics<NodeId, crate::raft_types::NodeInfo>, heard: u64) -> u64 {
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    let Some(replication) = m.replication.as_ref() else {
+        return heard.max(applied);
+    };
+    let own = m.last_log_index.unwrap_or(0);
+    let mut matched: Vec<u64> = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .map(|id| match id == m.id {
+            true => own,
+            false => replication
+                .get(&id)
+                .and_then(|l| l.map(|l| l.index))
+                .unwrap_or(0),
+        })
+        .collect();
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    let majority = matched.len() / 2;
+    matched.get(majority).copied().unwrap_or(0).max(applied)
 }
 
 fn cluster_client(ch: Channel) -> ClusterClient<Channel> {
@@ -117,9 +147,7 @@ impl Cluster for ClusterService {
             term: m.current_term,
             leader_id: leader.as_ref().map(|(id, _)| *id).unwrap_or(0),
             leader_addr: leader.map(|(_, i)| i.client_addr).unwrap_or_default(),
-            // openraft 0.9 does not publish the commit index; everything applied is committed,
-            // and a healthy node applies what it learns is committed right away.
-            commit_index: applied,
+            commit_index: commit_index(&m, self.freshness.commit_heard()),
             applied_index: applied,
             last_log_index: last_log,
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
@@ -130,6 +158,8 @@ impl Cluster for ClusterService {
             state_machine_time_ms: sessiond_state::query::clock(&self.state.view())
                 .map_err(|e| to_status(error::storage(e)))?,
             insecure: self.insecure,
+            clock_skew_ms: self.clocks.skew_ms(),
+            clock_skewed: self.clocks.skewed(),
         }))
     }
 

@@ -137,6 +137,11 @@ pub struct Router {
 
 impl Router {
     /// Routing for node `id`.
+    /// The local Raft handle.
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
     pub fn new(id: NodeId, raft: Raft, channels: Channels, timeout: Duration) -> Self {
         Router {
             id,

@@ -10,7 +10,6 @@ use super::convert;
 use super::error::{self, ApiError};
 use super::route::{Failure, Forward, Route, Router, Served};
 use crate::batcher::{Proposer, POLICY_KEY};
-use crate::clock::wall_ms;
 use crate::observe::Observer;
 use crate::reads::ReadBarrier;
 use crate::store::StateReader;
@@ -43,6 +42,7 @@ pub struct SessionsCore {
     pub(crate) bootstrap_policy: Policy,
     pub(crate) observer: Arc<dyn Observer>,
     pub(crate) freshness: crate::freshness::Freshness,
+    pub(crate) clocks: crate::clock::Clocks,
     /// Seals a created session's token in its dedup row; the same on every node.
     pub(crate) seal_key: SealKey,
 }
@@ -112,10 +112,18 @@ impl SessionsCore {
         }
     }
 
-    /// Time for judging expiry on reads: `max(local clock, state-machine time)`.
+    /// Whether a `STALE` read may be answered from this node's applied state now (see
+    /// [`crate::freshness`]).
+    fn stale_allowed(&self) -> bool {
+        let local = crate::freshness::local(self.router.raft(), self.state.applied_index());
+        self.freshness.fresh(local)
+    }
+
+    /// Time for judging expiry on reads: the replicated time advanced by the monotonic clock
+    /// since it was applied here (see [`crate::clock`]).
     fn now(&self) -> Result<u64, ApiError> {
         let clock = query::clock(&self.state.view()).map_err(error::storage)?;
-        Ok(wall_ms().max(clock))
+        Ok(self.clocks.read_now(clock))
     }
 
     /// Refuse a mutation of a session this cluster has never heard of without writing it to
@@ -222,7 +230,7 @@ impl SessionsCore {
     ) -> Result<Served<pb::GetSessionResponse>, ApiError> {
         caller.require(Role::App)?;
         let token = Token::parse(&req.token).map_err(error::format)?;
-        if req.consistency == pb::Consistency::Stale as i32 && self.freshness.fresh() {
+        if req.consistency == pb::Consistency::Stale as i32 && self.stale_allowed() {
             // Served here. A touch that is due, or a reuse to record, is a write: those go
             // to the leader as the equivalent leader-only call.
             match self.get_local(&token, req.touch, false).await {
@@ -518,7 +526,7 @@ impl SessionsCore {
     ) -> Result<Served<pb::ListUserSessionsResponse>, ApiError> {
         caller.require(Role::App)?;
         limits::user_id(&req.user_id).map_err(error::session)?;
-        if req.consistency == pb::Consistency::Stale as i32 && self.freshness.fresh() {
+        if req.consistency == pb::Consistency::Stale as i32 && self.stale_allowed() {
             return match self.list_local(&req.user_id, false).await {
                 Ok(r) => Ok(Served::here(r)),
                 Err(Failure::Error(e)) => Err(e),
