@@ -304,6 +304,9 @@ pub struct LagProbeResult {
     pub answered: usize,
 }
 
+/// Concurrent STALE readers of the lagging-follower probe.
+const READERS: usize = 8;
+
 /// The lagging-follower scenario: a follower is cut off; through the majority, `backlog`
 /// sessions are created one by one (one log entry each) and then a session the follower
 /// knows is revoked; after the stale-read bound has passed, the follower is healed and read
@@ -430,30 +433,41 @@ pub async fn lagging_follower<C: Cluster>(
     let wait = crate::policy::STALE_READ_BOUND_MS + crate::policy::CLOCK_SKEW_MS + 200;
     tokio::time::sleep(Duration::from_millis(wait)).await;
     cluster.heal().await?;
-    let (mut stale_valid, mut answered) = (0, 0);
+    // Several readers at once: a read that waits on the way to the leader must not leave the
+    // catch-up unobserved.
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
-    while tokio::time::Instant::now() < until {
-        let call = Call::new(
-            &rec,
-            "probe.follower",
-            Some(&session),
-            op::GET,
-            Args {
-                user: Some(USER.into()),
-                token: Some(fingerprint(token.as_bytes())),
-                consistency: Some("stale".into()),
-                ..Args::default()
-            },
-        );
-        let r = pinned.get_session(&token, Consistency::Stale, false).await;
-        if r.is_ok() {
-            stale_valid += 1;
-        }
-        let (outcome, value) = read_value(&r);
-        if outcome == Outcome::Ok || value.error.is_some() {
-            answered += 1;
-        }
-        call.finish(&rec, outcome, value);
+    let readers = (0..READERS).map(|r| {
+        let (rec, pinned, session, token) =
+            (rec.clone(), pinned.clone(), session.clone(), token.clone());
+        tokio::spawn(async move {
+            let (mut valid, mut answered) = (0usize, 0usize);
+            while tokio::time::Instant::now() < until {
+                let call = Call::new(
+                    &rec,
+                    &format!("probe.follower{r}"),
+                    Some(&session),
+                    op::GET,
+                    Args {
+                        user: Some(USER.into()),
+                        token: Some(fingerprint(token.as_bytes())),
+                        consistency: Some("stale".into()),
+                        ..Args::default()
+                    },
+                );
+                let res = pinned.get_session(&token, Consistency::Stale, false).await;
+                valid += usize::from(res.is_ok());
+                let (outcome, value) = read_value(&res);
+                answered += usize::from(outcome != Outcome::Info);
+                call.finish(&rec, outcome, value);
+            }
+            (valid, answered)
+        })
+    });
+    let (mut stale_valid, mut answered) = (0, 0);
+    for r in futures::future::join_all(readers).await {
+        let (v, a) = r.context("a reader panicked")?;
+        stale_valid += v;
+        answered += a;
     }
     let mut events = rec.take();
     events.sort_by_key(|e| (e.invoke_ns, e.complete_ns));

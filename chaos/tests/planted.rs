@@ -58,6 +58,10 @@ async fn a_build_with_planted_bugs_refuses_to_start_unless_allowed() {
         "--node-id",
         "1",
         "--insecure",
+        "--client-addr",
+        "127.0.0.1:1",
+        "--peer-addr",
+        "127.0.0.1:2",
         "--data-dir",
         data_dir.as_str(),
     ])
@@ -86,7 +90,7 @@ async fn a_follower_serving_stale_reads_while_behind_is_caught() {
     })
     .await
     .expect("cluster starts");
-    let r = probe::lagging_follower(&mut cluster, 1_500)
+    let r = probe::lagging_follower(&mut cluster, 2_500)
         .await
         .expect("probe runs");
     cluster.shutdown().await.expect("shutdown");
