@@ -169,13 +169,18 @@ impl Clocks {
     }
 
     /// Time for judging expiry on reads: the replicated time advanced by the monotonic clock
-    /// since it was applied here; `replicated_ms` (the state machine's) if nothing was observed.
+    /// since it was applied here (`replicated_ms`, the state machine's, if nothing was
+    /// observed) — or the voters' median clock where this node has sampled a majority of it
+    /// (a leader) and it is later: after a whole-cluster outage the replicated time is from
+    /// before it, and what expired meanwhile must read as expired before the next stamp.
     pub fn read_now(&self, replicated_ms: u64) -> u64 {
-        let now = Instant::now();
         let st = self.lock();
+        let (_, median) = self.estimate(&st, replicated_ms);
+        let now = Instant::now();
         st.applied
             .map_or(replicated_ms, |s| advanced(s, now))
             .max(replicated_ms)
+            .max(median.unwrap_or(0))
     }
 
     /// Leader: cluster time now (see the module doc) given the voters' ids and the
@@ -400,6 +405,28 @@ mod tests {
         // An older replicated time applied later (a follower catching up) does not move it back.
         c.applied(T - 5_000);
         assert!(c.read_now(T - 5_000) >= r);
+    }
+
+    #[test]
+    fn after_an_outage_a_leader_reads_by_the_voters_clocks() {
+        // Replicated time is from before a 10-minute outage; the voters' clocks are right.
+        let (c, _) = clocks(T);
+        c.set_membership(1, vec![1, 2, 3]);
+        c.applied(T - 600_000);
+        assert!(
+            c.read_now(T - 600_000) < T - 500_000,
+            "no samples yet: replicated time"
+        );
+        let now = Instant::now();
+        c.peer_sample(2, T, now);
+        c.peer_sample(3, T + 5, now);
+        let r = c.read_now(T - 600_000);
+        assert!((T..T + 1_000).contains(&r), "{r}");
+        // A follower (no samples) keeps to replicated time.
+        let (f, _) = clocks(T);
+        f.set_membership(2, vec![1, 2, 3]);
+        f.applied(T - 600_000);
+        assert!(f.read_now(T - 600_000) < T - 500_000);
     }
 
     #[test]

@@ -211,16 +211,22 @@ struct Extra {
     entries: usize,
 }
 
-/// Room left in a peer message for the envelope around the encoded Raft message.
-const ENVELOPE_ROOM: usize = 64 * 1024;
+/// Largest AppendEntries sent, in encoded bytes. openraft gives each AppendEntries one
+/// heartbeat interval to complete (and resends the same range after a timeout), so a message
+/// must cross the network and be synced by the follower within it: 4 MiB is ~35 ms on a
+/// gigabit link. Larger ranges are refused before sending with `PayloadTooLarge`, and
+/// openraft sends fewer entries.
+pub const MAX_APPEND_BYTES: usize = 4 * 1024 * 1024;
 
-/// openraft's way of shrinking an AppendEntries that is too large: send half as many entries.
+/// openraft's way of shrinking an AppendEntries that is too large: the number of entries that
+/// should fit, in proportion (at most half, at least one).
 fn too_large<E: std::error::Error>(
     entries: usize,
+    bytes: usize,
 ) -> RPCError<NodeId, NodeInfo, RaftError<NodeId, E>> {
-    RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
-        (entries as u64 / 2).max(1),
-    ))
+    let fit = (entries as u64).saturating_mul(MAX_APPEND_BYTES as u64) / (bytes.max(1) as u64);
+    let hint = fit.clamp(1, (entries as u64 / 2).max(1));
+    RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint))
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, PeerError> {
@@ -258,12 +264,10 @@ impl PeerClient {
             Rpc::Snapshot => RPCTypes::InstallSnapshot,
         };
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        if matches!(rpc, Rpc::Append)
-            && extra.entries > 1
-            && payload.len() > MAX_PEER_MESSAGE_BYTES - ENVELOPE_ROOM
-        {
-            // Never send what the peer must refuse (resending the same range forever).
-            return Err(too_large(extra.entries));
+        if matches!(rpc, Rpc::Append) && extra.entries > 1 && payload.len() > MAX_APPEND_BYTES {
+            // Never send what cannot arrive in time, or what the peer must refuse: openraft
+            // would resend the same range forever.
+            return Err(too_large(extra.entries, payload.len()));
         }
         let started = tokio::time::Instant::now();
         let timeout = Timeout {
@@ -308,7 +312,7 @@ impl PeerClient {
                         tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
                     ) =>
             {
-                return Err(too_large(extra.entries))
+                return Err(too_large(extra.entries, MAX_PEER_MESSAGE_BYTES))
             }
             Ok(Err(status)) => return Err(self.status_error(status, action, ttl)),
             Ok(Ok(reply)) => reply.into_inner(),
@@ -605,5 +609,27 @@ impl sessiond_proto::v1::raft_server::Raft for PeerService {
             peer_addr: self.info.peer_addr.clone(),
             initialized,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint(e: RPCError<NodeId, NodeInfo, RaftError<NodeId>>) -> u64 {
+        match e {
+            RPCError::PayloadTooLarge(p) => p.entries_hint(),
+            other => panic!("not PayloadTooLarge: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_oversized_append_asks_for_as_many_entries_as_fit() {
+        // 64 entries in 16 MiB: 16 fit in 4 MiB.
+        assert_eq!(hint(too_large(64, 16 * 1024 * 1024)), 16);
+        // Barely over: at least halve, so the next attempt is smaller.
+        assert_eq!(hint(too_large(64, MAX_APPEND_BYTES + 1)), 32);
+        // Never zero.
+        assert_eq!(hint(too_large(2, usize::MAX)), 1);
     }
 }

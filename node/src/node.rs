@@ -2,7 +2,7 @@
 //! barrier, the expiry sweeper, and bootstrapping a new cluster.
 
 use crate::api::cluster::ClusterService;
-use crate::api::grpc::SessionsGrpc;
+use crate::api::grpc::{NodeIdLayer, SessionsGrpc};
 use crate::api::route::{Router, MAX_CLIENT_MESSAGE_BYTES};
 use crate::api::sessions::SessionsCore;
 use crate::auth::AuthLayer;
@@ -36,6 +36,8 @@ const _: () = assert!(
     MAX_PAYLOAD_ENTRIES as usize * crate::batcher::MAX_ENTRY_BYTES
         <= crate::network::MAX_PEER_MESSAGE_BYTES / 2
 );
+// Whatever the byte budget of one AppendEntries, a single entry always fits it.
+const _: () = assert!(crate::batcher::MAX_ENTRY_BYTES <= crate::network::MAX_APPEND_BYTES / 2);
 
 pub fn raft_config(cfg: &NodeConfig) -> anyhow::Result<openraft::Config> {
     let config = openraft::Config {
@@ -46,7 +48,8 @@ pub fn raft_config(cfg: &NodeConfig) -> anyhow::Result<openraft::Config> {
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
         max_in_snapshot_log_to_keep: cfg.keep_logs,
         // Entries are batches of at most `MAX_ENTRY_BYTES`: one AppendEntries stays within half
-        // the peer message cap (and the network asks openraft for fewer if it ever would not).
+        // the peer message cap, and the network asks openraft for fewer entries when they
+        // exceed `MAX_APPEND_BYTES` (what can arrive within a heartbeat interval).
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         install_snapshot_timeout: 10_000,
         ..Default::default()
@@ -262,6 +265,7 @@ impl Node {
         let timing = TimingLayer(metrics.clone());
         let auth = AuthLayer::new(credentials.authenticator(), metrics.clone());
         let client_router = tonic::transport::Server::builder()
+            .layer(NodeIdLayer::new(cfg.node_id))
             .layer(timing)
             .layer(auth)
             .add_service(
