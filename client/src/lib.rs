@@ -2,8 +2,10 @@
 //!
 //! - Typed calls for every RPC of the `Sessions` API, with errors an application matches on
 //!   ([`Error::Revoked`], [`Error::TokenReused`], [`Error::VersionConflict`], …).
-//! - Leader tracking: writes go to the node last named leader; `NOT_LEADER` answers update it,
-//!   and any node forwards to the leader anyway.
+//! - Leader tracking: writes go to the node last named leader; `NOT_LEADER` answers and
+//!   forwarded answers name it, and any node forwards to the leader anyway. The leader is
+//!   found among the endpoints by node id (every answer names the node that gave it), so
+//!   endpoints may spell the nodes' addresses differently from what the nodes advertise.
 //! - Exactly-once retries: each logical mutation draws one `request_id` and reuses it on every
 //!   retry (timeouts, resets, leader changes), with jittered exponential backoff inside a
 //!   deadline, so a rotation whose answer was lost returns the same new token when retried.
@@ -486,7 +488,10 @@ impl ClientBuilder {
         Ok(Client {
             inner: Arc::new(Inner {
                 nodes,
-                leader: Mutex::new(None),
+                known: Mutex::new(Known {
+                    ids: vec![None; self.endpoints.len()],
+                    ..Known::default()
+                }),
                 next: AtomicUsize::new(0),
                 cfg: self,
             }),
@@ -565,9 +570,26 @@ struct Node {
 
 struct Inner {
     nodes: Vec<Node>,
-    leader: Mutex<Option<usize>>,
+    known: Mutex<Known>,
     next: AtomicUsize,
     cfg: ClientBuilder,
+}
+
+/// What answers taught this client about the nodes behind its endpoints.
+#[derive(Debug, Default)]
+struct Known {
+    /// By endpoint index: the node id its last answer named ([`sessiond_proto::NODE_KEY`]).
+    ids: Vec<Option<u64>>,
+    /// The endpoint leader-only calls go to.
+    leader: Option<usize>,
+    /// The node id of the leader last named, so that an endpoint found to reach that node
+    /// later becomes `leader`.
+    leader_id: Option<u64>,
+}
+
+/// A decimal node id in metadata entry `key`.
+fn node_id(metadata: &tonic::metadata::MetadataMap, key: &str) -> Option<u64> {
+    metadata.get(key)?.to_str().ok()?.parse().ok()
 }
 
 /// A handle to a cluster; cheap to clone and share between tasks.
@@ -710,7 +732,7 @@ impl Client {
                 .unwrap_or(true)
         };
         if prefer_leader {
-            if let Some(l) = self.inner.leader.lock().ok().and_then(|l| *l) {
+            if let Some(l) = self.inner.known.lock().ok().and_then(|k| k.leader) {
                 if up(l) {
                     return l;
                 }
@@ -724,44 +746,72 @@ impl Client {
             .unwrap_or(start % n)
     }
 
+    /// Learn from a failed call to endpoint `i`: the node that answered, the leader it names,
+    /// or, without an answer from sessiond itself, that the endpoint is unreachable.
     fn learn(&self, i: usize, status: &tonic::Status) {
-        let d = detail(status);
-        if let Some(addr) = d
-            .as_ref()
-            .map(|d| d.leader_addr.as_str())
-            .filter(|a| !a.is_empty())
-        {
-            if let Some(l) = self.node_at(addr) {
-                if let Ok(mut leader) = self.inner.leader.lock() {
-                    *leader = Some(l);
-                }
-                return;
-            }
-        }
-        if d.is_none() {
-            // No answer from sessiond itself: the node is unreachable.
-            self.mark_down(i);
+        self.learn_node(i, status.metadata());
+        match detail(status) {
+            Some(d) => self.learn_hint(
+                (d.leader_id != 0).then_some(d.leader_id),
+                Some(d.leader_addr.as_str()).filter(|a| !a.is_empty()),
+            ),
+            None => self.mark_down(i),
         }
     }
 
-    /// A node that forwarded the call to the leader names it in the answer's metadata;
-    /// remember it, so the next leader-only call skips the extra hop.
-    fn learn_leader(&self, metadata: &tonic::metadata::MetadataMap) {
-        let Some(addr) = metadata
-            .get(sessiond_proto::LEADER_KEY)
-            .and_then(|v| v.to_str().ok())
-        else {
+    /// Learn from an answer of endpoint `i`: the node that gave it, and the leader a node that
+    /// forwarded the call names, so the next leader-only call skips the extra hop.
+    fn learn_answer(&self, i: usize, metadata: &tonic::metadata::MetadataMap) {
+        self.learn_node(i, metadata);
+        self.learn_hint(
+            node_id(metadata, sessiond_proto::LEADER_ID_KEY),
+            metadata
+                .get(sessiond_proto::LEADER_KEY)
+                .and_then(|v| v.to_str().ok()),
+        );
+    }
+
+    /// Endpoint `i` reaches the node its answer names, if it names one.
+    fn learn_node(&self, i: usize, metadata: &tonic::metadata::MetadataMap) {
+        let Some(id) = node_id(metadata, sessiond_proto::NODE_KEY) else {
             return;
         };
-        if let Some(l) = self.node_at(addr) {
-            if let Ok(mut leader) = self.inner.leader.lock() {
-                *leader = Some(l);
-            }
+        let Ok(mut k) = self.inner.known.lock() else {
+            return;
+        };
+        if let Some(slot) = k.ids.get_mut(i) {
+            *slot = Some(id);
+        }
+        match k.leader_id {
+            Some(l) if l == id && k.leader.is_none() => k.leader = Some(i),
+            Some(l) if l != id && k.leader == Some(i) => k.leader = None,
+            _ => {}
         }
     }
 
-    /// The endpoint a node's advertised client address names. Endpoints may carry a scheme
-    /// (`http://host:port`); advertised addresses do not.
+    /// A node named the leader: by node id, its advertised client address, or both. The
+    /// endpoint known to reach that node id is the leader's, else the endpoint spelt like the
+    /// address (unless known to reach another node), else none: leader-only calls then go
+    /// round the endpoints until one is found to reach the leader.
+    fn learn_hint(&self, id: Option<u64>, addr: Option<&str>) {
+        if id.is_none() && addr.is_none() {
+            return;
+        }
+        let spelt = addr.and_then(|a| self.node_at(a));
+        let Ok(mut k) = self.inner.known.lock() else {
+            return;
+        };
+        let by_id = id.and_then(|id| k.ids.iter().position(|n| *n == Some(id)));
+        let by_addr = spelt.filter(|&e| match (id, k.ids.get(e).copied().flatten()) {
+            (Some(want), Some(reached)) => want == reached,
+            _ => true,
+        });
+        k.leader_id = id;
+        k.leader = by_id.or(by_addr);
+    }
+
+    /// The endpoint spelt like a node's advertised client address. Endpoints may carry a
+    /// scheme (`http://host:port`); advertised addresses do not.
     fn node_at(&self, advertised: &str) -> Option<usize> {
         fn bare(a: &str) -> &str {
             a.split_once("://")
@@ -778,9 +828,9 @@ impl Client {
         if let Ok(mut down) = self.inner.nodes[i].down_until.lock() {
             *down = Some(Instant::now() + DOWN_FOR);
         }
-        if let Ok(mut leader) = self.inner.leader.lock() {
-            if *leader == Some(i) {
-                *leader = None;
+        if let Ok(mut k) = self.inner.known.lock() {
+            if k.leader == Some(i) {
+                k.leader = None;
             }
         }
     }
@@ -804,7 +854,7 @@ impl Client {
             let client = SessionsClient::new(self.inner.nodes[i].channel.clone());
             let last = match tokio::time::timeout(cfg.request_timeout, f(client)).await {
                 Ok(Ok(r)) => {
-                    self.learn_leader(r.metadata());
+                    self.learn_answer(i, r.metadata());
                     return Ok(r.into_inner());
                 }
                 Ok(Err(status)) => {
@@ -1347,7 +1397,7 @@ mod tests {
 
         let mut md = tonic::metadata::MetadataMap::new();
         md.insert(sessiond_proto::LEADER_KEY, "n3:7003".parse().unwrap());
-        c.learn_leader(&md);
+        c.learn_answer(0, &md);
         assert!(
             (0..10).all(|_| c.pick(true) == 2),
             "leader-only calls go to n3"
@@ -1357,8 +1407,88 @@ mod tests {
         assert_eq!(picked.len(), 3);
 
         // An answer without the entry (served by the node asked) changes nothing.
-        c.learn_leader(&tonic::metadata::MetadataMap::new());
+        c.learn_answer(1, &tonic::metadata::MetadataMap::new());
         assert_eq!(c.pick(true), 2);
+    }
+
+    fn metadata(entries: &[(&'static str, &str)]) -> tonic::metadata::MetadataMap {
+        let mut md = tonic::metadata::MetadataMap::new();
+        for (k, v) in entries {
+            md.insert(*k, v.parse().unwrap());
+        }
+        md
+    }
+
+    fn not_leader(from_node: &str, leader_id: u64, leader_addr: &str) -> tonic::Status {
+        use prost::Message;
+        let d = pb::ErrorDetail {
+            code: pb::ErrorCode::NotLeader as i32,
+            leader_id,
+            leader_addr: leader_addr.to_string(),
+            ..Default::default()
+        };
+        let mut s = tonic::Status::failed_precondition("not the leader");
+        let md = s.metadata_mut();
+        md.insert_bin(
+            sessiond_proto::ERROR_DETAIL_KEY,
+            MetadataValue::from_bytes(&d.encode_to_vec()),
+        );
+        md.insert(sessiond_proto::NODE_KEY, from_node.parse().unwrap());
+        s
+    }
+
+    #[tokio::test]
+    async fn leader_hints_find_the_leader_by_node_id_whatever_the_spelling() {
+        use sessiond_proto::{LEADER_ID_KEY, LEADER_KEY, NODE_KEY};
+        // The nodes advertise 127.0.0.1:700N; this client knows them by other names.
+        let c = Client::builder(["localhost:7001", "https://db-2:7002", "localhost:7003"])
+            .tls(ClientTlsConfig::new())
+            .build()
+            .unwrap();
+        let leader = |c: &Client| c.inner.known.lock().unwrap().leader;
+
+        // Node 1 (endpoint 0) forwarded a call to node 3. No endpoint is known to reach node
+        // 3 and none is spelt 127.0.0.1:7003: leader-only calls still go round the endpoints.
+        let forwarded = [
+            (NODE_KEY, "1"),
+            (LEADER_KEY, "127.0.0.1:7003"),
+            (LEADER_ID_KEY, "3"),
+        ];
+        c.learn_answer(0, &metadata(&forwarded));
+        assert_eq!(leader(&c), None);
+        let picked: std::collections::BTreeSet<_> = (0..6).map(|_| c.pick(true)).collect();
+        assert_eq!(picked.len(), 3);
+
+        // Endpoint 2 answers as node 3: it is the leader's from now on.
+        c.learn_answer(2, &metadata(&[(NODE_KEY, "3")]));
+        assert!(
+            (0..10).all(|_| c.pick(true) == 2),
+            "leader-only calls go to node 3"
+        );
+        // Later hints naming node 3 resolve at once.
+        c.learn_answer(0, &metadata(&forwarded));
+        assert_eq!(leader(&c), Some(2));
+
+        // Endpoint 1 is node 2; node 3 says node 2 leads now (at an address no endpoint spells).
+        c.learn_answer(1, &metadata(&[(NODE_KEY, "2")]));
+        c.learn(2, &not_leader("3", 2, "127.0.0.1:7002"));
+        assert_eq!(leader(&c), Some(1));
+        assert!(
+            (0..10).all(|_| c.pick(true) == 1),
+            "leader-only calls go to node 2"
+        );
+
+        // A hint whose address is spelt like an endpoint known to reach another node does not
+        // pick that endpoint.
+        let c = Client::builder(["127.0.0.1:7001", "127.0.0.1:7002"])
+            .build()
+            .unwrap();
+        c.learn_answer(1, &metadata(&[(NODE_KEY, "7")]));
+        c.learn(0, &not_leader("1", 2, "127.0.0.1:7002"));
+        assert_eq!(leader(&c), None);
+        // A hint without a node id (an older node) still matches the spelling.
+        c.learn_answer(0, &metadata(&[(LEADER_KEY, "127.0.0.1:7002")]));
+        assert_eq!(leader(&c), Some(1));
     }
 
     #[tokio::test]

@@ -17,5 +17,16 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sess
 pub const ERROR_DETAIL_KEY: &str = "sessiond-error-bin";
 
 /// Name of the response metadata entry by which a node that forwarded a call to the leader
-/// names the leader's client address, so that clients send the next leader-only call there.
+/// names the leader's advertised client address, so that clients send the next leader-only
+/// call there. [`LEADER_ID_KEY`] accompanies it.
 pub const LEADER_KEY: &str = "sessiond-leader";
+
+/// Name of the response metadata entry that accompanies [`LEADER_KEY`] with the leader's node
+/// id (decimal). A client finds the leader among its endpoints by this id (learnt from
+/// [`NODE_KEY`]), whatever names it reaches the nodes by; the address is only a fallback.
+pub const LEADER_ID_KEY: &str = "sessiond-leader-id";
+
+/// Name of the response metadata entry by which every answer of a node's client port,
+/// success or error, names the node that answered: its node id (decimal). A client learns
+/// from it which node each of its endpoints reaches.
+pub const NODE_KEY: &str = "sessiond-node";

@@ -126,3 +126,95 @@ async fn a_fixed_request_id_makes_a_retry_return_the_first_result() {
     assert!(!first.replayed && retry.replayed);
     assert_eq!(retry.session.generation, 1, "rotated once");
 }
+
+/// `sessiond_rpc_duration_seconds_count{method="CreateSession"}` of node index `i`, from its
+/// plaintext metrics port (0 before its first such call).
+async fn creates_served(c: &TestCluster, i: usize) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = &c.nodes[i].http_addr;
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("metrics of node index {i} at {addr}: {e}"));
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).await.unwrap();
+    assert!(
+        page.starts_with("HTTP/1.1 200"),
+        "metrics answer: {page:.200}"
+    );
+    page.lines()
+        .find(|l| l.starts_with("sessiond_rpc_duration_seconds_count{method=\"CreateSession\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse().expect("a number"))
+        .unwrap_or(0.0)
+}
+
+/// The nodes advertise `127.0.0.1:PORT`; this client names them `localhost:PORT` (a SAN of
+/// the node certificates, so TLS still verifies). Leader hints name the leader by node id,
+/// so after a few calls every leader-only call goes straight to the leader: the followers
+/// serve none of them, not even as a forwarding hop.
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_only_calls_go_straight_to_the_leader_whatever_the_endpoint_spelling() {
+    let c = TestCluster::start3().await;
+    let endpoints: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let port = n.client_addr.rsplit_once(':').expect("host:port").1;
+            assert!(n.client_addr.starts_with("127.0.0.1:"), "{}", n.client_addr);
+            format!("localhost:{port}")
+        })
+        .collect();
+    let client = c
+        .client_builder(endpoints)
+        .request_timeout(Duration::from_secs(2))
+        .deadline(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    // Warm-up: round-robin until the client has heard from the nodes and a hint.
+    for _ in 0..6 {
+        client
+            .create_session(NewSession::for_user("warm"))
+            .await
+            .unwrap();
+    }
+    // A leader change in the middle of a measurement (a loaded machine) makes a round void.
+    for round in 1..=3 {
+        let leader = c.leader().await;
+        let followers: Vec<usize> = (0..c.nodes.len()).filter(|i| *i != leader).collect();
+        let mut before = Vec::new();
+        for &f in &followers {
+            before.push(creates_served(&c, f).await);
+        }
+        let leader_before = creates_served(&c, leader).await;
+        const N: usize = 20;
+        for _ in 0..N {
+            client
+                .create_session(NewSession::for_user("direct"))
+                .await
+                .unwrap();
+        }
+        if c.leader().await != leader {
+            eprintln!("the leader changed during round {round}; measuring again");
+            continue;
+        }
+        let mut after = Vec::new();
+        for &f in &followers {
+            after.push(creates_served(&c, f).await);
+        }
+        assert_eq!(
+            before, after,
+            "followers {followers:?} served CreateSession calls (forwarding hops) after warm-up"
+        );
+        let leader_after = creates_served(&c, leader).await;
+        assert!(
+            leader_after - leader_before >= N as f64,
+            "the leader served {} of {N} creates",
+            leader_after - leader_before
+        );
+        return;
+    }
+    panic!("the leader kept changing");
+}

@@ -1,18 +1,22 @@
 //! The gRPC adapter of the sessions core: takes the caller the authentication layer put on
 //! the request, calls [`SessionsCore`], and turns answers and [`ApiError`]s into tonic
 //! responses and statuses (the `ErrorDetail` travels in the `sessiond-error-bin` trailer).
+//! [`NodeIdLayer`] names the answering node in every answer of the client port.
 
 use super::caller::Caller;
 use super::error::{self, ApiError, Kind};
 use super::route::Served;
 use super::sessions::{RevocationStream, SessionsCore};
+use crate::raft_types::NodeId;
 use futures::StreamExt;
 use prost::Message;
 use sessiond_proto::v1 as pb;
 use sessiond_proto::v1::sessions_server::Sessions;
 use sessiond_proto::v1::{ErrorCode, ErrorDetail};
 use sessiond_proto::ERROR_DETAIL_KEY;
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio_stream::Stream;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
@@ -96,12 +100,72 @@ pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
 fn respond<T>(answer: Result<Served<T>, ApiError>) -> Result<Response<T>, Status> {
     let served = answer.map_err(to_status)?;
     let mut r = Response::new(served.value);
-    if let Some(addr) = served.leader_hint {
-        if let Ok(v) = MetadataValue::try_from(addr.as_str()) {
-            r.metadata_mut().insert(sessiond_proto::LEADER_KEY, v);
+    if let Some(leader) = served.leader_hint {
+        let md = r.metadata_mut();
+        md.insert(
+            sessiond_proto::LEADER_ID_KEY,
+            MetadataValue::from(leader.id),
+        );
+        if let Ok(v) = MetadataValue::try_from(leader.client_addr.as_str()) {
+            md.insert(sessiond_proto::LEADER_KEY, v);
         }
     }
     Ok(r)
+}
+
+/// The tower layer that names this node in every answer of the client port, success or
+/// error, whatever the service ([`sessiond_proto::NODE_KEY`]: the node id). Clients match the
+/// leader named in hints (`ErrorDetail.leader_id`, [`sessiond_proto::LEADER_ID_KEY`]) with
+/// it, so they find the leader among their endpoints whatever names they reach the nodes by.
+/// An error answer is trailers-only: the entry travels in the same header block as its status.
+#[derive(Clone)]
+pub struct NodeIdLayer(http::HeaderValue);
+
+impl NodeIdLayer {
+    pub fn new(id: NodeId) -> NodeIdLayer {
+        NodeIdLayer(http::HeaderValue::from(id))
+    }
+}
+
+impl<S> tower::Layer<S> for NodeIdLayer {
+    type Service = NodeIdNamed<S>;
+    fn layer(&self, inner: S) -> NodeIdNamed<S> {
+        NodeIdNamed {
+            inner,
+            id: self.0.clone(),
+        }
+    }
+}
+
+/// See [`NodeIdLayer`].
+#[derive(Clone)]
+pub struct NodeIdNamed<S> {
+    inner: S,
+    id: http::HeaderValue,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for NodeIdNamed<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<RB>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let fut = self.inner.call(req);
+        let id = self.id.clone();
+        Box::pin(async move {
+            let mut r = fut.await?;
+            r.headers_mut().insert(sessiond_proto::NODE_KEY, id);
+            Ok(r)
+        })
+    }
 }
 
 /// The `Sessions` gRPC service of one node.

@@ -22,13 +22,21 @@ use tonic::{Request, Status};
 /// layer honours it only on connections authenticated by a node certificate.
 pub const FORWARDED_FOR_KEY: &str = "sessiond-forwarded-for";
 
-/// An answer, and the leader's client address when it came from the leader through this node
-/// (see [`sessiond_proto::LEADER_KEY`]): a client that learns it sends the next leader-only
-/// call there instead of paying for the extra hop.
+/// The leader a request is forwarded to.
+#[derive(Debug, Clone)]
+pub struct LeaderAt {
+    pub id: NodeId,
+    /// Its advertised client address.
+    pub client_addr: String,
+}
+
+/// An answer, and the leader when it came from the leader through this node (see
+/// [`sessiond_proto::LEADER_KEY`] and [`sessiond_proto::LEADER_ID_KEY`]): a client that learns
+/// it sends the next leader-only call there instead of paying for the extra hop.
 #[derive(Debug)]
 pub struct Served<T> {
     pub value: T,
-    pub leader_hint: Option<String>,
+    pub leader_hint: Option<LeaderAt>,
 }
 
 impl<T> Served<T> {
@@ -83,8 +91,8 @@ pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub enum Route {
     /// This node leads: serve it here.
     Local,
-    /// Forward to the leader (at this advertised client address) over this channel.
-    Forward(Channel, String),
+    /// Forward to this leader over this channel.
+    Forward(Channel, LeaderAt),
 }
 
 /// A leader-side failure that may still be cured by forwarding.
@@ -196,17 +204,23 @@ impl Router {
                     .channels
                     .get(id, &info.client_addr)
                     .map_err(|e| error::unavailable(e.to_string(), Some((id, &info))))?;
-                Ok(Route::Forward(ch, info.client_addr))
+                Ok(Route::Forward(
+                    ch,
+                    LeaderAt {
+                        id,
+                        client_addr: info.client_addr,
+                    },
+                ))
             }
             (id, info) => Err(error::not_leader(id, info.as_ref())),
         }
     }
 
-    /// Forward `req` to the leader at `leader_addr` for `caller`; the answer names the leader.
+    /// Forward `req` to `leader` for `caller`; the answer names the leader.
     pub async fn forward<R: Forward>(
         &self,
         ch: Channel,
-        leader_addr: String,
+        leader: LeaderAt,
         caller: &Caller,
         req: R,
     ) -> Result<Served<R::Answer>, ApiError> {
@@ -214,7 +228,7 @@ impl Router {
         match R::send(sessions_client(ch), r).await {
             Ok(answer) => Ok(Served {
                 value: answer.into_inner(),
-                leader_hint: Some(leader_addr),
+                leader_hint: Some(leader),
             }),
             Err(status) => Err(grpc::from_status(&status)),
         }
