@@ -86,6 +86,10 @@ impl From<tonic::Status> for Error {
                 tonic::Code::InvalidArgument => Error::InvalidArgument(s.message().to_string()),
                 tonic::Code::Unauthenticated => Error::Unauthenticated(s.message().to_string()),
                 tonic::Code::PermissionDenied => Error::PermissionDenied(s.message().to_string()),
+                // A message over a size limit: asking again cannot help.
+                tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+                    Error::ResourceExhausted(s.message().to_string())
+                }
                 _ => Error::Unavailable(format!("{:?}: {}", s.code(), s.message())),
             },
         }

@@ -851,7 +851,9 @@ impl Client {
         loop {
             attempts += 1;
             let i = self.pick(prefer_leader);
-            let client = SessionsClient::new(self.inner.nodes[i].channel.clone());
+            let client = SessionsClient::new(self.inner.nodes[i].channel.clone())
+                .max_decoding_message_size(sessiond_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(sessiond_proto::MAX_MESSAGE_BYTES);
             let last = match tokio::time::timeout(cfg.request_timeout, f(client)).await {
                 Ok(Ok(r)) => {
                     self.learn_answer(i, r.metadata());
@@ -1071,23 +1073,49 @@ impl Client {
         Ok(r.revoked_ids)
     }
 
-    /// A user's live sessions (never tokens).
+    /// A user's live sessions (never tokens), oldest first: every page, fetched one after the
+    /// other. Each page is read on its own, so a session created or revoked meanwhile may be
+    /// missed or still listed.
     pub async fn list_user_sessions(
         &self,
         user_id: &str,
         consistency: Consistency,
     ) -> Result<Vec<Session>, Error> {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self
+                .list_user_sessions_page(user_id, consistency, 0, &token)
+                .await?;
+            all.extend(page.sessions);
+            if page.next_page_token.is_empty() || page.next_page_token == token {
+                return Ok(all);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// One page of a user's live sessions: `page_size` sessions at most (0: the server's
+    /// default of 100), starting after `page_token` (empty: the first page). The answer's
+    /// `next_page_token` is empty on the last page.
+    pub async fn list_user_sessions_page(
+        &self,
+        user_id: &str,
+        consistency: Consistency,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<pb::ListUserSessionsResponse, Error> {
         let req = pb::ListUserSessionsRequest {
             user_id: user_id.to_string(),
             consistency: consistency as i32,
+            page_size,
+            page_token: page_token.to_string(),
         };
-        let r = self
-            .call(consistency == Consistency::Linearizable, |mut c| {
-                let req = req.clone();
-                async move { c.list_user_sessions(req).await }
-            })
-            .await?;
-        Ok(r.sessions)
+        self.call(consistency == Consistency::Linearizable, |mut c| {
+            let req = req.clone();
+            async move { c.list_user_sessions(req).await }
+        })
+        .await
     }
 
     /// Stream revocations from log index `from_index` (0: from now on).

@@ -70,6 +70,88 @@ pub fn by_id<R: KvRead + ?Sized>(
     })
 }
 
+/// Where a page of a user's sessions ends: the (created_at, session id) of its last session;
+/// the next page starts after it.
+pub type PageCursor = (u64, SessionId);
+
+/// One page of a user's live sessions, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPage {
+    pub sessions: Vec<SessionView>,
+    /// Set when more sessions may follow.
+    pub next: Option<PageCursor>,
+}
+
+/// Bytes a session counts towards a page's byte budget: its data and attributes, plus a
+/// fixed allowance for ids and times.
+pub fn page_bytes(v: &SessionView) -> usize {
+    let attrs: usize = v
+        .attributes
+        .iter()
+        .map(|(k, a)| k.len() + a.len() + 4)
+        .sum();
+    v.data.len() + attrs + v.user_id.len() + 128
+}
+
+/// The user's live sessions after `after` (from the oldest when `None`): at most `max_count`,
+/// and no more than `max_bytes` by [`page_bytes`] (always at least one). Reads the index from
+/// the cursor on, and only the records it returns or skips as expired.
+pub fn list_user_page<R: KvRead + ?Sized>(
+    kv: &R,
+    user_id: &str,
+    now_ms: u64,
+    after: Option<PageCursor>,
+    max_count: usize,
+    max_bytes: usize,
+) -> Result<SessionPage, StorageError> {
+    let prefix = keys::user_sessions(user_id);
+    let end = keys::prefix_end(&prefix);
+    let mut start = match after {
+        // The key right after the cursor's own row.
+        Some((created_at, id)) => {
+            let mut k = keys::user(user_id, created_at, &id);
+            k.push(0);
+            k
+        }
+        None => prefix.clone(),
+    };
+    let (mut sessions, mut bytes) = (Vec::<SessionView>::new(), 0usize);
+    const SCAN: usize = 256;
+    loop {
+        let rows = kv.scan(Cf::Users, &start, end.as_deref(), SCAN)?;
+        for (k, _) in &rows {
+            let (_, id) =
+                keys::parse_user(k).ok_or_else(|| StorageError("malformed users row".into()))?;
+            let Some(r) = tables::session(kv, &id)? else {
+                continue;
+            };
+            if r.expires_at() <= now_ms {
+                continue;
+            }
+            let view = SessionView::from(&r);
+            let size = page_bytes(&view);
+            if !sessions.is_empty() && (sessions.len() >= max_count || bytes + size > max_bytes) {
+                let next = sessions.last().map(|v| (v.created_at, v.id));
+                return Ok(SessionPage { sessions, next });
+            }
+            bytes += size;
+            sessions.push(view);
+        }
+        match rows.last() {
+            Some((k, _)) if rows.len() == SCAN => {
+                start = k.clone();
+                start.push(0);
+            }
+            _ => {
+                return Ok(SessionPage {
+                    sessions,
+                    next: None,
+                })
+            }
+        }
+    }
+}
+
 /// The user's live sessions, oldest first.
 pub fn list_user<R: KvRead + ?Sized>(
     kv: &R,

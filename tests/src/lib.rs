@@ -744,6 +744,7 @@ pub mod req {
         ListUserSessionsRequest {
             user_id: user.into(),
             consistency: Consistency::Linearizable as i32,
+            ..Default::default()
         }
     }
 }

@@ -173,6 +173,7 @@ async fn leader_killed_mid_load_loses_no_acknowledged_write() {
         .list_user_sessions(ListUserSessionsRequest {
             user_id: "load-0".into(),
             consistency: Consistency::Stale as i32,
+            ..Default::default()
         })
         .await
         .unwrap()

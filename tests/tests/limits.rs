@@ -127,16 +127,29 @@ impl Ctx {
     }
 
     async fn listed(&self, user: &str) -> BTreeSet<String> {
+        let mut ids = BTreeSet::new();
+        let mut token = String::new();
+        loop {
+            let page = self.page(user, 0, &token).await;
+            ids.extend(page.sessions.into_iter().map(|s| s.id));
+            if page.next_page_token.is_empty() {
+                return ids;
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    async fn page(&self, user: &str, size: u32, token: &str) -> ListUserSessionsResponse {
         self.l
             .clone()
-            .list_user_sessions(req::list(user))
+            .list_user_sessions(ListUserSessionsRequest {
+                page_size: size,
+                page_token: token.into(),
+                ..req::list(user)
+            })
             .await
             .unwrap_or_else(|e| panic!("list of {user:?}: {e:?}"))
             .into_inner()
-            .sessions
-            .into_iter()
-            .map(|s| s.id)
-            .collect()
     }
 }
 
@@ -495,38 +508,62 @@ async fn cluster_request_message(x: &Ctx) {
     assert_eq!(before, after, "a refused AddLearner changed the membership");
 }
 
-/// A `ListUserSessions` answer over 16 MiB cannot be sent: the transport refuses it, the
-/// sessions stay; fewer of them list again.
-async fn response_message(x: &Ctx) {
+/// A user whose sessions together exceed the 16 MiB message limit lists in pages, each below
+/// the 4 MiB that gRPC clients accept by default; a page size is kept to; a malformed page
+/// token is refused and writes nothing.
+async fn list_pages(x: &Ctx) {
+    use prost::Message;
     let n = MESSAGE_LIMIT / DATA_LIMIT + 1;
     assert!(n <= CAP, "the cap must allow a list over the message limit");
     let data = vec![9u8; DATA_LIMIT];
-    let mut made = Vec::new();
+    let mut made = BTreeSet::new();
     for _ in 0..n {
-        made.push(x.create("big", &data).await);
+        made.insert(x.create("big", &data).await.session.expect("session").id);
     }
-    let s = x
-        .refused_by_transport(
-            "a list answer of more than 16 MiB",
-            tonic::Code::OutOfRange,
-            x.l.clone().list_user_sessions(req::list("big")),
-        )
-        .await;
-    assert!(
-        s.message().contains(&MESSAGE_LIMIT.to_string()),
-        "the refusal names the limit: {s:?}"
-    );
-    for m in &made {
-        x.get(&m.token).await;
+    let (mut seen, mut pages, mut token) = (Vec::new(), 0, String::new());
+    loop {
+        let page = x.page("big", 0, &token).await;
+        assert!(
+            page.encoded_len() < 4 * 1024 * 1024,
+            "a page of {} bytes",
+            page.encoded_len()
+        );
+        assert!(!page.sessions.is_empty(), "an empty page before the last");
+        pages += 1;
+        assert!(pages <= n, "runaway paging");
+        seen.extend(page.sessions.into_iter().map(|s| s.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
     }
-    // Two sessions fewer puts the answer under the limit again: it is sent.
-    for m in &made[..2] {
-        x.l.clone()
-            .revoke_session(req::revoke(&m.token))
-            .await
-            .expect("revoke");
+    assert!(pages > 1, "{n} sessions of 1 MiB came in one page");
+    assert_eq!(seen.len(), n, "a session listed twice or missed");
+    assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), made);
+    // A page size is kept to (small sessions: the count decides).
+    for i in 0..5u8 {
+        x.create("paged", &[i]).await;
     }
-    assert_eq!(x.listed("big").await.len(), n - 2);
+    let two = x.page("paged", 2, "").await;
+    assert_eq!(two.sessions.len(), 2);
+    assert!(!two.next_page_token.is_empty());
+    let rest = x.page("paged", 100, &two.next_page_token).await;
+    assert_eq!(rest.sessions.len(), 3);
+    assert!(rest.next_page_token.is_empty());
+    // A malformed page token: INVALID_ARGUMENT, nothing written.
+    let before = x.applied().await;
+    for bad in ["zz".to_string(), "00".to_string(), "ab".repeat(30)] {
+        expect_err(
+            x.l.clone()
+                .list_user_sessions(ListUserSessionsRequest {
+                    page_token: bad,
+                    ..req::list("paged")
+                })
+                .await,
+            ErrorCode::InvalidArgument,
+        );
+    }
+    assert_eq!(x.applied().await, before);
 }
 
 /// The per-user cap under the default policy (`evict`): the create past the cap succeeds and
@@ -578,7 +615,7 @@ async fn every_client_limit_is_refused_with_its_code_and_writes_nothing() {
     request_message(&x).await;
     request_metadata(&x).await;
     cluster_request_message(&x).await;
-    response_message(&x).await;
+    list_pages(&x).await;
     sessions_per_user_evict(&x).await;
 }
 

@@ -182,6 +182,7 @@ async fn logout_racing_saves_never_resurrects() {
             .list_user_sessions(ListUserSessionsRequest {
                 user_id: "race-0".into(),
                 consistency: Consistency::Stale as i32,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -129,6 +129,7 @@ async fn new_member_catches_up_by_snapshot_after_purge() {
         .list_user_sessions(ListUserSessionsRequest {
             user_id: "snap".into(),
             consistency: Consistency::Stale as i32,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -177,6 +178,7 @@ async fn sessions_of(
         .list_user_sessions(ListUserSessionsRequest {
             user_id: user.into(),
             consistency: consistency as i32,
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("list {user}: {e:?}"))

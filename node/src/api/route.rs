@@ -84,8 +84,8 @@ forward! {
     pb::ListUserSessionsRequest => pb::ListUserSessionsResponse, list_user_sessions;
 }
 
-/// Largest client message (session data is at most 64 KiB by default; lists can be larger).
-pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest client message, the same on both ends (see [`sessiond_proto::MAX_MESSAGE_BYTES`]).
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = sessiond_proto::MAX_MESSAGE_BYTES;
 
 /// Where a leader-only request goes.
 pub enum Route {

@@ -28,6 +28,36 @@ use tokio_stream::Stream;
 /// Revocation events read per poll of the feed.
 const WATCH_PAGE: usize = 1024;
 
+/// Sessions per `ListUserSessions` page when the request names no size, and at most.
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1000;
+/// Session bytes per page (by `query::page_bytes`): an answer stays well below the 4 MiB that
+/// gRPC clients accept by default, whatever the sessions hold.
+const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+
+/// The opaque page token for a cursor: created_at and session id, hex.
+fn page_token((created_at, id): query::PageCursor) -> String {
+    let mut b = created_at.to_be_bytes().to_vec();
+    b.extend_from_slice(&id.0);
+    hex::encode(b)
+}
+
+/// The cursor a page token names (`None` for the empty token); a malformed token is refused.
+fn page_cursor(token: &str) -> Result<Option<query::PageCursor>, ApiError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let malformed = || error::invalid("malformed page_token");
+    let b = hex::decode(token).map_err(|_| malformed())?;
+    let (t, id) = (
+        b.get(..8).ok_or_else(malformed)?,
+        b.get(8..).ok_or_else(malformed)?,
+    );
+    let created_at = u64::from_be_bytes(t.try_into().map_err(|_| malformed())?);
+    let id: [u8; 16] = id.try_into().map_err(|_| malformed())?;
+    Ok(Some((created_at, SessionId(id))))
+}
+
 /// The revocation feed as the core hands it to an adapter.
 pub type RevocationStream = Pin<Box<dyn Stream<Item = Result<pb::Revocation, ApiError>> + Send>>;
 
@@ -526,33 +556,45 @@ impl SessionsCore {
     ) -> Result<Served<pb::ListUserSessionsResponse>, ApiError> {
         caller.require(Role::App)?;
         limits::user_id(&req.user_id).map_err(error::session)?;
+        page_cursor(&req.page_token)?;
         if req.consistency == pb::Consistency::Stale as i32 && self.stale_allowed() {
-            return match self.list_local(&req.user_id, false).await {
+            return match self.list_local(&req, false).await {
                 Ok(r) => Ok(Served::here(r)),
                 Err(Failure::Error(e)) => Err(e),
                 Err(Failure::NotLeader { .. }) => Err(error::unavailable("not serving", None)),
             };
         }
-        self.leader_only(caller, req, async |r| {
-            self.list_local(&r.user_id, true).await
-        })
-        .await
+        self.leader_only(caller, req, async |r| self.list_local(r, true).await)
+            .await
     }
 
     async fn list_local(
         &self,
-        user_id: &str,
+        req: &pb::ListUserSessionsRequest,
         linearizable: bool,
     ) -> Result<pb::ListUserSessionsResponse, Failure> {
-        limits::user_id(user_id).map_err(error::session)?;
+        limits::user_id(&req.user_id).map_err(error::session)?;
+        let after = page_cursor(&req.page_token)?;
+        let size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => (n as usize).min(MAX_PAGE_SIZE),
+        };
         if linearizable {
             self.reads.confirm().await?;
         }
         let now = self.now()?;
-        let sessions =
-            query::list_user(&self.state.view(), user_id, now).map_err(error::storage)?;
+        let page = query::list_user_page(
+            &self.state.view(),
+            &req.user_id,
+            now,
+            after,
+            size,
+            MAX_PAGE_BYTES,
+        )
+        .map_err(error::storage)?;
         Ok(pb::ListUserSessionsResponse {
-            sessions: sessions.iter().map(convert::session).collect(),
+            sessions: page.sessions.iter().map(convert::session).collect(),
+            next_page_token: page.next.map(page_token).unwrap_or_default(),
         })
     }
 
