@@ -129,6 +129,8 @@ async fn new_member_catches_up_by_snapshot_after_purge() {
         .list_user_sessions(ListUserSessionsRequest {
             user_id: "snap".into(),
             consistency: Consistency::Stale as i32,
+            // One page holds them all.
+            page_size: 1_000,
             ..Default::default()
         })
         .await
@@ -178,6 +180,8 @@ async fn sessions_of(
         .list_user_sessions(ListUserSessionsRequest {
             user_id: user.into(),
             consistency: consistency as i32,
+            // One page holds them all.
+            page_size: 1_000,
             ..Default::default()
         })
         .await
