@@ -23,7 +23,7 @@ iptables          | test  | chaos container layer: partitions are iptables-resto
 util-linux        | test  | chaos container layer: nsenter into a container network namespace
 docker.io         | test  | chaos container layer and the image: a Docker engine (dockerd)
 fonts-dejavu-core | test  | the benchmark chart: DejaVuSans.ttf
-libfaketime       | test  | chaos container layer: each node's wall clock follows an offset file
+libfaketime       | test  | chaos container layer: every node wall clock follows an offset file
 '
 
 # How each package's user finds it. Prints nothing and succeeds when usable.
