@@ -137,6 +137,22 @@ impl Proposer {
 pub struct BatchLimits {
     pub max_batch: usize,
     pub max_inflight: usize,
+    /// A leader that has not heard from a quorum for longer than this proposes nothing: an
+    /// entry appended then commits only when the quorum is back, carrying the old stamp, and a
+    /// rotation in it would lose that much of its grace window once it is visible. The
+    /// callers get `Unavailable` (nothing was appended) and retry with the same request id.
+    pub max_quorum_age_ms: u64,
+}
+
+/// How long ago a quorum last acknowledged this node, if it leads and that is longer than
+/// `max_ms`.
+fn quorum_lost(raft: &Raft, max_ms: u64) -> Option<u64> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    match (m.state, m.millis_since_quorum_ack) {
+        (openraft::ServerState::Leader, Some(age)) if age > max_ms => Some(age),
+        _ => None,
+    }
 }
 
 async fn run(
@@ -190,6 +206,15 @@ async fn run(
                 .chain(pending.into_iter().map(|p| (p.command, Some(p.reply))))
                 .unzip();
             let replies: Vec<_> = replies.into_iter().flatten().collect();
+            if let Some(age) = quorum_lost(&raft, limits.max_quorum_age_ms) {
+                for r in replies {
+                    let _ = r.send(Err(ProposeError::Unavailable(format!(
+                        "the leader has not heard from a quorum for {age} ms; nothing was \
+                         written"
+                    ))));
+                }
+                return;
+            }
             let batch = Batch {
                 // The replicated time is folded in by the applied watcher. The planted bug of
                 // the chaos harness's proof stamps the leader's own wall clock instead.

@@ -218,6 +218,7 @@ impl Node {
             BatchLimits {
                 max_batch: cfg.max_batch,
                 max_inflight: cfg.max_inflight_batches,
+                max_quorum_age_ms: cfg.election_timeout_min_ms,
             },
             observer.clone(),
         );
