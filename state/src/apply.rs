@@ -7,7 +7,7 @@ use crate::expiry;
 use crate::keys::ExpiryKind;
 use crate::kv::{KvRead, StorageError, Txn};
 use crate::limits;
-use crate::record::{CapPolicy, Policy, ReusePolicy, SessionRecord, TokenRow};
+use crate::record::{CapPolicy, LateCommit, Policy, ReusePolicy, SessionRecord, TokenRow};
 use crate::rotation::{self, Accepted, Generation, Presented};
 use crate::tables;
 use crate::token::{SealedToken, SessionId, TokenHash};
@@ -162,6 +162,7 @@ impl Ctx {
             } => self.revoke_user(txn, user_id, except.as_ref(), reason),
             Command::ReportReuse { token_hash } => self.report_reuse(txn, token_hash),
             Command::Expire { limit } => self.expire(txn, *limit),
+            Command::LeaderCommitted { from_index } => self.leader_committed(txn, *from_index),
         }
     }
 
@@ -235,6 +236,7 @@ impl Ctx {
             new_hash,
             sealed,
             self.now,
+            self.feed.index,
         )
     }
 
@@ -383,6 +385,24 @@ impl Ctx {
             Accepted::Ok(..) | Accepted::Refused(_) => false,
         };
         Ok(Reply::ReuseHandled { revoked })
+    }
+
+    /// Record that entries `from_index..` (up to this one) became visible only now.
+    fn leader_committed<R: KvRead + ?Sized>(
+        &mut self,
+        txn: &mut Txn<'_, R>,
+        from_index: u64,
+    ) -> Applied {
+        let to_index = self.feed.index;
+        if from_index < to_index {
+            let late = LateCommit {
+                from_index,
+                to_index,
+                at: self.now,
+            };
+            tables::push_late_commit(txn, late)?;
+        }
+        Ok(Reply::LeaderCommitted)
     }
 
     fn expire<R: KvRead + ?Sized>(&mut self, txn: &mut Txn<'_, R>, limit: u32) -> Applied {

@@ -78,6 +78,12 @@ pub enum Command {
     ReportReuse { token_hash: TokenHash },
     /// Sweep up to `limit` due rows of the expiry index (sessions, tombstones, dedup rows).
     Expire { limit: u32 },
+    /// A new leader's first entry. The entries from `from_index` up to this one are of earlier
+    /// terms and this leader was never told they were committed: it committed them itself, so
+    /// what they did became visible only now, although they carry their proposer's older
+    /// stamps. A rotation among them has its grace window (and its rotation interval) counted
+    /// from this entry's time (see [`crate::record::LateCommit`]).
+    LeaderCommitted { from_index: u64 },
 }
 
 /// A session as clients see it: the record without any token material.
@@ -171,6 +177,8 @@ pub enum Reply {
         tombstones: u32,
         dedup: u32,
     },
+    /// `LeaderCommitted` recorded.
+    LeaderCommitted,
 }
 
 impl Reply {

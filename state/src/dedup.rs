@@ -159,7 +159,8 @@ pub fn fingerprint(c: &Command) -> Option<[u8; 32]> {
         Command::Configure { .. }
         | Command::Touch { .. }
         | Command::ReportReuse { .. }
-        | Command::Expire { .. } => return None,
+        | Command::Expire { .. }
+        | Command::LeaderCommitted { .. } => return None,
     }
     Some(f.finish())
 }
@@ -364,7 +365,8 @@ fn without_content(reply: &Reply) -> Reply {
         | Reply::Revoked { .. }
         | Reply::RevokedUser { .. }
         | Reply::ReuseHandled { .. }
-        | Reply::Expired { .. }) => other.clone(),
+        | Reply::Expired { .. }
+        | Reply::LeaderCommitted) => other.clone(),
     }
 }
 

@@ -163,7 +163,8 @@ fn keeps_content(reply: &Reply) -> bool {
         | Reply::Revoked { .. }
         | Reply::RevokedUser { .. }
         | Reply::ReuseHandled { .. }
-        | Reply::Expired { .. } => false,
+        | Reply::Expired { .. }
+        | Reply::LeaderCommitted => false,
     }
 }
 

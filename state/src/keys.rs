@@ -27,6 +27,8 @@ impl ExpiryKind {
 pub const CLOCK: &[u8] = b"clock";
 /// Meta key of the policy.
 pub const POLICY: &[u8] = b"policy";
+/// Meta key of the recent [`crate::record::LateCommit`]s.
+pub const LATE_COMMITS: &[u8] = b"late_commits";
 
 /// `sessions` key.
 pub fn session(id: &SessionId) -> Vec<u8> {

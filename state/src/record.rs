@@ -41,10 +41,42 @@ impl SessionRecord {
 pub struct RetiredToken {
     pub generation: u64,
     pub hash: TokenHash,
-    /// State-machine time of the rotation that retired it: its grace window starts here.
+    /// State-machine time of the rotation that retired it: its grace window starts here,
+    /// unless the rotation was committed late (see [`LateCommit`]).
     pub retired_at: u64,
+    /// Log index of the entry that held the rotation.
+    pub retired_index: u64,
     /// The successor sealed with this token; kept only for the newest retired generation.
     pub sealed_successor: Option<SealedToken>,
+}
+
+/// Log entries `from_index..to_index` that a new leader committed without having been told
+/// they were committed (they are of earlier terms: their stamps are from when they were
+/// proposed). What they did became visible only at `at`, the time of the new leader's first
+/// entry `to_index`. A rotation among them would otherwise start its grace window in the past,
+/// by as long as the cluster took to elect that leader (or was down): a tab presenting the
+/// previous token right after the rotation became visible would be judged a reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateCommit {
+    pub from_index: u64,
+    pub to_index: u64,
+    pub at: u64,
+}
+
+impl LateCommit {
+    /// How many are kept: the newest, one per leader change. A rotation older than all of
+    /// them is long past any grace window.
+    pub const KEPT: usize = 32;
+
+    /// When a change applied at state-machine time `at`, from the entry at `index`, became
+    /// visible: `at`, or the time of the first late commit that covers `index`.
+    pub fn visible_at(late: &[LateCommit], index: u64, at: u64) -> u64 {
+        late.iter()
+            .filter(|l| l.from_index <= index && index < l.to_index)
+            .map(|l| l.at)
+            .min()
+            .map_or(at, |l| l.max(at))
+    }
 }
 
 /// Row of the `tokens` index: which session and generation a token hash belongs to.

@@ -8,7 +8,7 @@
 use crate::apply::Applied;
 use crate::command::{Reply, SessionError, Successor};
 use crate::kv::{KvRead, StorageError, Txn};
-use crate::record::{Policy, RetiredToken, SessionRecord, TokenRow, Tombstone};
+use crate::record::{LateCommit, Policy, RetiredToken, SessionRecord, TokenRow, Tombstone};
 use crate::tables;
 use crate::token::{SealedToken, TokenHash};
 
@@ -50,16 +50,10 @@ pub(crate) fn classify<R: KvRead + ?Sized>(
         return Ok(Presented::Unknown);
     };
     let expired = rec.expires_at() <= now;
+    let previous = generation.checked_add(1) == Some(rec.generation);
     let generation = if generation == rec.generation {
         Generation::Current
-    } else if generation.checked_add(1) == Some(rec.generation)
-        && rec
-            .retired
-            .iter()
-            .rev()
-            .find(|r| r.generation == generation)
-            .is_some_and(|r| r.retired_at.saturating_add(policy.grace_window_ms) > now)
-    {
+    } else if previous && in_grace(kv, policy, &rec, generation, now)? {
         Generation::Superseded
     } else {
         Generation::Reused
@@ -69,6 +63,43 @@ pub(crate) fn classify<R: KvRead + ?Sized>(
         generation,
         expired,
     })
+}
+
+/// Whether retired `generation` of `rec` is inside its grace window at `now`, counted from
+/// when its rotation became visible.
+fn in_grace<R: KvRead + ?Sized>(
+    kv: &R,
+    policy: &Policy,
+    rec: &SessionRecord,
+    generation: u64,
+    now: u64,
+) -> Result<bool, StorageError> {
+    match rec
+        .retired
+        .iter()
+        .rev()
+        .find(|r| r.generation == generation)
+    {
+        Some(r) => since_rotation(kv, r, policy.grace_window_ms, now),
+        None => Ok(false),
+    }
+}
+
+/// Whether `now` is less than `window` after the rotation that retired `r` became visible:
+/// at the rotation's own time, unless a new leader committed it late ([`LateCommit`]). The
+/// late commits are read only when they could change the answer.
+fn since_rotation<R: KvRead + ?Sized>(
+    kv: &R,
+    r: &RetiredToken,
+    window: u64,
+    now: u64,
+) -> Result<bool, StorageError> {
+    if r.retired_at.saturating_add(window) > now {
+        return Ok(true);
+    }
+    let late = tables::late_commits(kv)?;
+    let visible = LateCommit::visible_at(&late, r.retired_index, r.retired_at);
+    Ok(visible.saturating_add(window) > now)
 }
 
 /// A token that may be used: the record and whether the token is superseded.
@@ -106,6 +137,7 @@ pub(crate) fn rotate<R: KvRead + ?Sized>(
     new_hash: &TokenHash,
     sealed: SealedToken,
     now: u64,
+    index: u64,
 ) -> Applied {
     if superseded {
         // A racing (or retried) rotation of the previous generation: hand back the successor
@@ -125,8 +157,11 @@ pub(crate) fn rotate<R: KvRead + ?Sized>(
             None => Err(SessionError::TokenReused.into()),
         };
     }
-    if let Some(t) = rec.last_rotated_at {
-        if now < t.saturating_add(policy.rotation_min_interval_ms) {
+    if let Some(last) = rec.retired.last() {
+        // Counted from when the last rotation became visible, as the grace window is: the two
+        // are equal under the default policy, so a token is never two generations behind
+        // inside its window.
+        if since_rotation(txn, last, policy.rotation_min_interval_ms, now)? {
             return Ok(Reply::Rotated {
                 session: (&rec).into(),
                 successor: Successor::Unchanged,
@@ -149,6 +184,7 @@ pub(crate) fn rotate<R: KvRead + ?Sized>(
         generation: next.generation,
         hash: next.token_hash,
         retired_at: now,
+        retired_index: index,
         sealed_successor: Some(sealed),
     });
     let keep = policy.retired_generations as usize;

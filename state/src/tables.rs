@@ -3,7 +3,7 @@
 use crate::codec::{decode, encode};
 use crate::keys::{self, ExpiryKind};
 use crate::kv::{Cf, KvRead, StorageError, Txn};
-use crate::record::{Policy, SessionRecord, TokenRow, Tombstone};
+use crate::record::{LateCommit, Policy, SessionRecord, TokenRow, Tombstone};
 use crate::token::{SessionId, TokenHash};
 use serde::de::DeserializeOwned;
 
@@ -65,6 +65,26 @@ pub(crate) fn policy<R: KvRead + ?Sized>(kv: &R) -> Result<Policy, StorageError>
 
 pub(crate) fn set_policy<R: KvRead + ?Sized>(txn: &mut Txn<'_, R>, p: &Policy) {
     txn.put(Cf::Meta, keys::POLICY.to_vec(), encode(p));
+}
+
+/// The recent late commits, oldest first.
+pub(crate) fn late_commits<R: KvRead + ?Sized>(kv: &R) -> Result<Vec<LateCommit>, StorageError> {
+    Ok(get(kv, Cf::Meta, keys::LATE_COMMITS)?.unwrap_or_default())
+}
+
+/// Record a late commit, keeping the newest [`LateCommit::KEPT`].
+pub(crate) fn push_late_commit<R: KvRead + ?Sized>(
+    txn: &mut Txn<'_, R>,
+    late: LateCommit,
+) -> Result<(), StorageError> {
+    let mut all = late_commits(txn)?;
+    all.push(late);
+    if all.len() > LateCommit::KEPT {
+        let drop = all.len() - LateCommit::KEPT;
+        all.drain(..drop);
+    }
+    txn.put(Cf::Meta, keys::LATE_COMMITS.to_vec(), encode(&all));
+    Ok(())
 }
 
 pub(crate) fn put_token<R: KvRead + ?Sized>(txn: &mut Txn<'_, R>, h: &TokenHash, row: TokenRow) {
