@@ -11,7 +11,7 @@
 use crate::browser::{
     error_value, read_value, session_value, tab_client, BrowserOptions, Call, Recorder,
 };
-use crate::cluster::{Cluster, NodeSpec};
+use crate::cluster::{Cluster, NodeId, NodeSpec};
 use crate::history::{fingerprint, op, Args, Clock, Event, Outcome};
 use crate::nemesis;
 use anyhow::Context;
@@ -48,34 +48,9 @@ pub async fn stale_read<C: Cluster>(cluster: &mut C) -> anyhow::Result<ProbeResu
     let client = tab_client(&everyone, 0, false, &opts)?;
 
     // Log in while the cluster is whole.
-    let data = b"before".to_vec();
-    let call = Call::new(
-        &rec,
-        "probe.login",
-        None,
-        op::CREATE,
-        Args {
-            user: Some(USER.into()),
-            data: Some(fingerprint(&data)),
-            ..Args::default()
-        },
-    );
-    let created = client
-        .create_session(NewSession {
-            user_id: USER.into(),
-            data,
-            attributes: HashMap::new(),
-            idle_timeout: None,
-            absolute_timeout: None,
-        })
+    let created = login(&rec, &client, "probe.login", b"before".to_vec(), None)
         .await
         .context("create before the partition")?;
-    let mut call = call;
-    call.event.session = Some(created.session.id.clone());
-    let mut v = session_value(&created.session);
-    v.token = Some(fingerprint(created.token.as_bytes()));
-    v.replayed = Some(created.replayed);
-    call.finish(&rec, Outcome::Ok, v);
     let session = created.session.id.clone();
 
     // The old leader must have applied the create, or its stale answer would be NOT_FOUND.
@@ -234,13 +209,6 @@ pub async fn leader_clock_ahead<C: Cluster>(cluster: &mut C) -> anyhow::Result<C
     let everyone: Vec<String> = nodes.iter().map(|n| n.endpoint.clone()).collect();
     let client = tab_client(&everyone, 0, false, &opts)?;
     let hour = Duration::from_millis(crate::policy::LONG_SESSION_MS);
-    let new_session = |data: Vec<u8>| NewSession {
-        user_id: USER.into(),
-        data,
-        attributes: HashMap::new(),
-        idle_timeout: Some(hour),
-        absolute_timeout: Some(hour),
-    };
     let mut sessions = Vec::new();
     for i in 0..=SESSIONS {
         if i == SESSIONS {
@@ -249,33 +217,11 @@ pub async fn leader_clock_ahead<C: Cluster>(cluster: &mut C) -> anyhow::Result<C
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         let data = format!("clock-{i}").into_bytes();
-        let mut call = Call::new(
-            &rec,
-            "probe.login",
-            None,
-            op::CREATE,
-            Args {
-                user: Some(USER.into()),
-                data: Some(fingerprint(&data)),
-                ..Args::default()
-            },
-        );
-        match client.create_session(new_session(data)).await {
-            Ok(created) => {
-                call.event.session = Some(created.session.id.clone());
-                let mut v = session_value(&created.session);
-                v.token = Some(fingerprint(created.token.as_bytes()));
-                v.replayed = Some(created.replayed);
-                call.finish(&rec, Outcome::Ok, v);
-                if i < SESSIONS {
-                    sessions.push((created.session.id, created.token));
-                }
-            }
-            Err(e) => {
-                let (o, v) = error_value(&e);
-                call.finish(&rec, o, v);
-                anyhow::bail!("create {i}: {e}");
-            }
+        let created = login(&rec, &client, "probe.login", data, Some(hour))
+            .await
+            .with_context(|| format!("create {i}"))?;
+        if i < SESSIONS {
+            sessions.push((created.session.id, created.token));
         }
     }
     // Let the leader's sweeper act on whatever time it now believes.
@@ -342,34 +288,8 @@ pub async fn lagging_follower<C: Cluster>(
     )?;
     let pinned = tab_client(std::slice::from_ref(&follower.endpoint), 0, true, &opts)?;
 
-    let data = b"lag".to_vec();
-    let mut call = Call::new(
-        &rec,
-        "probe.login",
-        None,
-        op::CREATE,
-        Args {
-            user: Some(USER.into()),
-            data: Some(fingerprint(&data)),
-            ..Args::default()
-        },
-    );
     let hour = Duration::from_millis(crate::policy::LONG_SESSION_MS);
-    let created = majority
-        .create_session(NewSession {
-            user_id: USER.into(),
-            data,
-            attributes: HashMap::new(),
-            idle_timeout: Some(hour),
-            absolute_timeout: Some(hour),
-        })
-        .await
-        .context("create")?;
-    call.event.session = Some(created.session.id.clone());
-    let mut v = session_value(&created.session);
-    v.token = Some(fingerprint(created.token.as_bytes()));
-    v.replayed = Some(created.replayed);
-    call.finish(&rec, Outcome::Ok, v);
+    let created = login(&rec, &majority, "probe.login", b"lag".to_vec(), Some(hour)).await?;
     let session = created.session.id.clone();
     let token = created.token.clone();
     // The follower has it before it is cut off.
@@ -476,4 +396,174 @@ pub async fn lagging_follower<C: Cluster>(
         stale_valid,
         answered,
     })
+}
+
+/// What the late-commit probe saw.
+pub struct LateCommitResult {
+    pub events: Vec<Event>,
+    /// The other tab's previous token was judged a reuse (`TOKEN_REUSED`) right after the
+    /// rotation became visible.
+    pub judged_reuse: bool,
+    /// The other tab's answer, for the test's message.
+    pub answer: String,
+}
+
+/// The late-commit scenario, on five nodes. The leader and one follower, A, are cut off
+/// from the other three, which are cut off from each other (so nobody can be elected
+/// meanwhile). A tab rotates through the leader: the entry reaches A, not a majority. After
+/// more than a grace window, the leader is cut off and A is made the only node that can win
+/// (the other three reach only A): A commits the rotation with its first entry. Another tab
+/// then presents the previous token through A. The rotation has just become visible, so the
+/// token is inside its grace window: superseded, not a reuse — although the rotation's stamp
+/// is older than the grace window.
+pub async fn late_commit<C: Cluster>(cluster: &mut C) -> anyhow::Result<LateCommitResult> {
+    let rec = Recorder::new(Clock::start());
+    let nodes = cluster.nodes();
+    anyhow::ensure!(nodes.len() == 5, "the late-commit probe needs five nodes");
+    let leader = nemesis::wait_for_leader(&nodes, Duration::from_secs(30))
+        .await
+        .context("no leader before the probe")?;
+    let spec = |id| nodes.iter().find(|n| n.id == id).cloned();
+    let others: Vec<NodeId> = nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|&i| i != leader)
+        .collect();
+    let (a, rest) = others.split_first().context("no follower")?;
+    let a_spec = spec(*a).context("follower A")?;
+    let opts = BrowserOptions::default();
+    let everyone: Vec<String> = nodes.iter().map(|n| n.endpoint.clone()).collect();
+    let client = tab_client(&everyone, 0, false, &opts)?;
+    let hour = Duration::from_millis(crate::policy::LONG_SESSION_MS);
+    let created = login(&rec, &client, "probe.login", b"late".to_vec(), Some(hour)).await?;
+    let session = created.session.id.clone();
+    let old = created.token.clone();
+    // Every node has the session before the cut.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut groups = vec![vec![leader, *a]];
+    groups.extend(rest.iter().map(|&n| vec![n]));
+    cluster.partition(&groups).await?;
+    let at_leader = tab_client(&[spec(leader).context("leader")?.endpoint], 0, true, &opts)?;
+    let rotation = {
+        let (rec, old, session) = (rec.clone(), old.clone(), session.clone());
+        tokio::spawn(async move {
+            let call = Call::new(
+                &rec,
+                "probe.rotate",
+                Some(&session),
+                op::ROTATE,
+                Args {
+                    user: Some(USER.into()),
+                    token: Some(fingerprint(old.as_bytes())),
+                    ..Args::default()
+                },
+            );
+            match at_leader.rotate_token(&old).await {
+                Ok(rot) => {
+                    let mut v = session_value(&rot.session);
+                    v.token = Some(fingerprint(rot.token.as_bytes()));
+                    v.rotated = Some(rot.rotated);
+                    v.replayed = Some(rot.replayed);
+                    call.finish(&rec, Outcome::Ok, v);
+                }
+                Err(e) => {
+                    let (o, v) = error_value(&e);
+                    call.finish(&rec, o, v);
+                }
+            }
+        })
+    };
+    let grace = crate::policy::GRACE_WINDOW_MS;
+    tokio::time::sleep(Duration::from_millis(grace + grace / 2)).await;
+
+    // Only A can win now: the leader is alone, the other three reach only A.
+    cluster.partition(&[vec![leader], others.clone()]).await?;
+    for &x in rest {
+        for &y in rest {
+            if x != y {
+                cluster.cut_one_way(x, y).await?;
+            }
+        }
+    }
+    let elected = nemesis::wait_for_leader(std::slice::from_ref(&a_spec), Duration::from_secs(30))
+        .await
+        .context("A was not elected")?;
+    anyhow::ensure!(elected == *a, "node {elected} leads instead of A");
+
+    let other_tab = tab_client(std::slice::from_ref(&a_spec.endpoint), 0, true, &opts)?;
+    let call = Call::new(
+        &rec,
+        "probe.other-tab",
+        Some(&session),
+        op::GET,
+        Args {
+            user: Some(USER.into()),
+            token: Some(fingerprint(old.as_bytes())),
+            ..Args::default()
+        },
+    );
+    let r = other_tab
+        .get_session(&old, Consistency::Linearizable, false)
+        .await;
+    let answer = format!("{r:?}");
+    let judged_reuse = matches!(r, Err(sessiond_client::Error::TokenReused));
+    let (outcome, value) = read_value(&r);
+    call.finish(&rec, outcome, value);
+
+    cluster.heal().await?;
+    let _ = tokio::time::timeout(Duration::from_secs(20), rotation).await;
+    let mut events = rec.take();
+    events.sort_by_key(|e| (e.invoke_ns, e.complete_ns));
+    Ok(LateCommitResult {
+        events,
+        judged_reuse,
+        answer,
+    })
+}
+
+/// A recorded create of a session of the probe's user.
+async fn login(
+    rec: &Recorder,
+    client: &Client,
+    process: &str,
+    data: Vec<u8>,
+    lifetime: Option<Duration>,
+) -> anyhow::Result<sessiond_client::Created> {
+    let call = Call::new(
+        rec,
+        process,
+        None,
+        op::CREATE,
+        Args {
+            user: Some(USER.into()),
+            data: Some(fingerprint(&data)),
+            ..Args::default()
+        },
+    );
+    let r = client
+        .create_session(NewSession {
+            user_id: USER.into(),
+            data,
+            attributes: HashMap::new(),
+            idle_timeout: lifetime,
+            absolute_timeout: lifetime,
+        })
+        .await;
+    match r {
+        Ok(created) => {
+            let mut call = call;
+            call.event.session = Some(created.session.id.clone());
+            let mut v = session_value(&created.session);
+            v.token = Some(fingerprint(created.token.as_bytes()));
+            v.replayed = Some(created.replayed);
+            call.finish(rec, Outcome::Ok, v);
+            Ok(created)
+        }
+        Err(e) => {
+            let (o, v) = error_value(&e);
+            call.finish(rec, o, v);
+            anyhow::bail!("create: {e}")
+        }
+    }
 }

@@ -4,9 +4,11 @@
 mod common;
 
 use sessiond_chaos::browser::BrowserOptions;
+use sessiond_chaos::cluster::Cluster;
 use sessiond_chaos::history::{op, Outcome};
 use sessiond_chaos::nemesis::{Fault, Schedule};
-use sessiond_chaos::run::{inproc_schedule, Layer, RunOptions};
+use sessiond_chaos::probe;
+use sessiond_chaos::run::{inproc_schedule, keep_log_flags, node_flags, Layer, RunOptions};
 use std::time::Duration;
 
 fn opts(nodes: usize, out: &std::path::Path) -> RunOptions {
@@ -80,25 +82,11 @@ async fn generated_schedules_pass_on_three_nodes() {
 /// read, and the history must pass (the counterpart of `tests/planted.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_leader_refuses_linearizable_reads() {
-    use sessiond_chaos::check::{self, Budget};
-    use sessiond_chaos::cluster::Cluster;
-    use sessiond_chaos::inproc::{InprocCluster, InprocOptions};
-    use sessiond_chaos::run::{node_flags, run_info};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut cluster = InprocCluster::start(InprocOptions {
-        nodes: 3,
-        flags: node_flags(),
-        dir: dir.path().to_path_buf(),
-    })
-    .await
-    .expect("cluster starts");
-    let r = sessiond_chaos::probe::stale_read(&mut cluster)
-        .await
-        .expect("probe runs");
+    let (mut cluster, _dir) = common::inproc(3, node_flags()).await;
+    let r = probe::stale_read(&mut cluster).await.expect("probe runs");
     cluster.shutdown().await.expect("shutdown");
     assert!(!r.stale_read_served, "a deposed leader served a read");
-    let report = check::check(&r.events, &run_info(0), &Budget::default());
-    assert!(report.passed(), "{:?}", report.violations);
+    common::assert_checks(&r.events);
     let final_ok = r
         .events
         .iter()
@@ -110,25 +98,13 @@ async fn a_deposed_leader_refuses_linearizable_reads() {
 /// nothing (the counterpart of the planted wall-clock stamp in `tests/planted.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_a_day_ahead_expires_nothing() {
-    use sessiond_chaos::check::{self, Budget};
-    use sessiond_chaos::cluster::Cluster;
-    use sessiond_chaos::inproc::{InprocCluster, InprocOptions};
-    use sessiond_chaos::run::{node_flags, run_info};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut cluster = InprocCluster::start(InprocOptions {
-        nodes: 3,
-        flags: node_flags(),
-        dir: dir.path().to_path_buf(),
-    })
-    .await
-    .expect("cluster starts");
-    let r = sessiond_chaos::probe::leader_clock_ahead(&mut cluster)
+    let (mut cluster, _dir) = common::inproc(3, node_flags()).await;
+    let r = probe::leader_clock_ahead(&mut cluster)
         .await
         .expect("probe runs");
     cluster.shutdown().await.expect("shutdown");
     assert_eq!(r.expired_early, 0, "{:#?}", r.events);
-    let report = check::check(&r.events, &run_info(0), &Budget::default());
-    assert!(report.passed(), "{:?}", report.violations);
+    common::assert_checks(&r.events);
 }
 
 /// The lagging-follower probe against correct nodes: a follower catching up serves no STALE
@@ -136,19 +112,8 @@ async fn a_leader_a_day_ahead_expires_nothing() {
 /// follower in `tests/planted.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catching_up_follower_serves_no_old_state() {
-    use sessiond_chaos::check::{self, Budget};
-    use sessiond_chaos::cluster::Cluster;
-    use sessiond_chaos::inproc::{InprocCluster, InprocOptions};
-    use sessiond_chaos::run::{keep_log_flags, run_info};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut cluster = InprocCluster::start(InprocOptions {
-        nodes: 3,
-        flags: keep_log_flags(),
-        dir: dir.path().to_path_buf(),
-    })
-    .await
-    .expect("cluster starts");
-    let r = sessiond_chaos::probe::lagging_follower(&mut cluster, 1_500)
+    let (mut cluster, _dir) = common::inproc(3, keep_log_flags()).await;
+    let r = probe::lagging_follower(&mut cluster, 1_500)
         .await
         .expect("probe runs");
     cluster.shutdown().await.expect("shutdown");
@@ -156,6 +121,26 @@ async fn a_catching_up_follower_serves_no_old_state() {
         r.stale_valid, 0,
         "the catching-up follower validated a revoked token"
     );
-    let report = check::check(&r.events, &run_info(0), &Budget::default());
-    assert!(report.passed(), "{:?}", report.violations);
+    common::assert_checks(&r.events);
+}
+
+/// A rotation the next leader committed late keeps its grace window from when it became
+/// visible: the other tab's previous token, presented right then, is superseded, not a
+/// reuse that logs the user out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_committed_late_is_not_judged_a_reuse() {
+    let (mut cluster, _dir) = common::inproc(5, node_flags()).await;
+    let r = probe::late_commit(&mut cluster).await.expect("probe runs");
+    cluster.shutdown().await.expect("shutdown");
+    assert!(
+        !r.judged_reuse,
+        "the other tab was logged out: {}",
+        r.answer
+    );
+    assert!(
+        r.answer.contains("superseded: true"),
+        "the previous token, right after the rotation became visible: {}",
+        r.answer
+    );
+    common::assert_checks(&r.events);
 }

@@ -41,7 +41,9 @@ struct Inner {
     /// Leader: when (monotonic ms + 1; 0 = never) a quorum last acknowledged it, in `term`.
     quorum_at: AtomicU64,
     quorum_term: AtomicU64,
-    /// Follower: the highest commit index any leader told it (for `Status`).
+    /// The highest commit index this node knows of: told by a leader, applied before a
+    /// restart, or applied of its own term while leading (for `Status` and
+    /// [`crate::leadership`]).
     commit_heard: AtomicU64,
 }
 
@@ -133,14 +135,15 @@ impl Freshness {
         }
     }
 
-    /// Follower: an accepted AppendEntries carried the leader's `commit_index`.
+    /// `commit_index` is known to be committed: an accepted AppendEntries carried it, or this
+    /// node applied it.
     pub fn heard_commit(&self, commit_index: u64) {
         self.inner
             .commit_heard
             .fetch_max(commit_index, Ordering::Relaxed);
     }
 
-    /// Follower: the highest commit index a leader told it.
+    /// The highest commit index this node knows of.
     pub fn commit_heard(&self) -> u64 {
         self.inner.commit_heard.load(Ordering::Relaxed)
     }

@@ -23,6 +23,7 @@ pub mod credentials;
 pub mod dev;
 pub mod freshness;
 pub mod http;
+pub mod leadership;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -161,6 +161,9 @@ impl Node {
         let (log, machine, state) = Store::open_tuned(&cfg.data_dir, cfg.store)?;
         let channels = Channels::new(credentials.peer_client(), hooks.link_filter);
         let freshness = Freshness::new(cfg.stale_read_bound_ms);
+        // What it applied before it stopped was committed: a leadership of this node starts
+        // its late commits past it at least.
+        freshness.heard_commit(state.applied_index());
         let wall: Arc<dyn WallClock> = hooks.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
         let clocks = Clocks::new(wall, cfg.max_clock_skew_ms);
         let raft = Raft::new(
@@ -222,6 +225,11 @@ impl Node {
             },
             observer.clone(),
         );
+        tasks.push(crate::leadership::watch(
+            raft.clone(),
+            proposer.clone(),
+            freshness.clone(),
+        ));
         let reads = ReadBarrier::spawn(raft.clone(), observer.clone());
         let router = Router::new(
             cfg.node_id,
