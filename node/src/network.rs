@@ -233,7 +233,10 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, PeerError> {
     postcard::to_allocvec(v).map_err(|e| PeerError::Codec(e.to_string()))
 }
 
-fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, PeerError> {
+/// Decode a peer message (an openraft request or reply carried in an envelope's payload).
+/// Public so that the fuzz targets (`fuzz/`) feed it what a peer could send.
+#[doc(hidden)]
+pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, PeerError> {
     postcard::from_bytes(b).map_err(|e| PeerError::Codec(e.to_string()))
 }
 

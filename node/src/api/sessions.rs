@@ -35,15 +35,19 @@ const MAX_PAGE_SIZE: usize = 1000;
 /// gRPC clients accept by default, whatever the sessions hold.
 const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 
-/// The opaque page token for a cursor: created_at and session id, hex.
-fn page_token((created_at, id): query::PageCursor) -> String {
+/// The opaque page token for a cursor: created_at and session id, hex. Public so that the
+/// fuzz targets (`fuzz/`) can check that [`page_cursor`] reads back what it writes.
+#[doc(hidden)]
+pub fn page_token((created_at, id): query::PageCursor) -> String {
     let mut b = created_at.to_be_bytes().to_vec();
     b.extend_from_slice(&id.0);
     hex::encode(b)
 }
 
 /// The cursor a page token names (`None` for the empty token); a malformed token is refused.
-fn page_cursor(token: &str) -> Result<Option<query::PageCursor>, ApiError> {
+/// Public so that the fuzz targets (`fuzz/`) check what a handler checks, on any input.
+#[doc(hidden)]
+pub fn page_cursor(token: &str) -> Result<Option<query::PageCursor>, ApiError> {
     if token.is_empty() {
         return Ok(None);
     }
@@ -81,7 +85,10 @@ fn random<const N: usize>() -> [u8; N] {
     rand::random()
 }
 
-fn request_id(bytes: &[u8]) -> Result<RequestId, ApiError> {
+/// A request's `request_id`, checked. Public so that the fuzz targets (`fuzz/`) check what a
+/// handler checks, on any input.
+#[doc(hidden)]
+pub fn request_id(bytes: &[u8]) -> Result<RequestId, ApiError> {
     RequestId::from_slice(bytes).map_err(error::format)
 }
 
@@ -93,7 +100,10 @@ fn unexpected(reply: &Reply) -> Failure {
     Failure::Error(error::internal("unexpected reply from the state machine"))
 }
 
-fn target(r: Option<&pb::SessionRef>) -> Result<(Target, Option<Token>), ApiError> {
+/// The session a request names, by token or id, checked. Public so that the fuzz targets
+/// (`fuzz/`) check what a handler checks, on any input.
+#[doc(hidden)]
+pub fn target(r: Option<&pb::SessionRef>) -> Result<(Target, Option<Token>), ApiError> {
     match r.and_then(|r| r.by.as_ref()) {
         Some(pb::session_ref::By::Token(t)) => {
             let token = Token::parse(t).map_err(error::format)?;
