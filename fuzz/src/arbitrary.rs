@@ -187,6 +187,13 @@ pub fn command(src: &mut Source<'_>, known: &Known) -> Command {
         7 => Command::ReportReuse {
             token_hash: token(src, known),
         },
+        9 => Command::LeaderCommitted {
+            from_index: if src.bool() {
+                u64::from(src.u8() % 16)
+            } else {
+                src.interesting_u64()
+            },
+        },
         _ => Command::Expire {
             limit: if src.bool() {
                 u32::from(src.u8())

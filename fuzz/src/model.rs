@@ -122,6 +122,10 @@ pub enum Op {
     Expire {
         limit: u32,
     },
+    /// A new leader's first entry (§7, entries committed late).
+    LeaderCommitted {
+        from_index: u64,
+    },
 }
 
 /// Refusals, as far as the document tells them apart.
@@ -180,6 +184,7 @@ pub enum Answer {
         tombstones: u32,
         dedup: u32,
     },
+    LeaderCommitted,
     /// A reply the model has no counterpart for.
     Other(String),
 }
@@ -263,6 +268,7 @@ impl Answer {
                 tombstones,
                 dedup,
             },
+            Reply::LeaderCommitted => Answer::LeaderCommitted,
             // Replies of commands the model does not send.
             #[allow(unreachable_patterns)]
             other => Answer::Other(format!("{other:?}")),
@@ -294,6 +300,8 @@ pub struct Retired {
     pub generation: u64,
     pub token: TokenHash,
     pub retired_at: u64,
+    /// The log index of the entry that held the rotation.
+    pub retired_index: u64,
     pub successor: Option<TokenHash>,
 }
 
@@ -376,7 +384,7 @@ enum Found {
         reason: String,
     },
     Current(SessionId),
-    /// The newest retired generation, rotated away at `at`.
+    /// The newest retired generation, its rotation visible since `at`.
     Previous {
         id: SessionId,
         at: u64,
@@ -391,6 +399,11 @@ type Accepted = Result<(SessionId, bool), Refusal>;
 #[derive(Debug, Clone)]
 pub struct Model {
     pub now: u64,
+    /// The log index of the entry being applied.
+    pub index: u64,
+    /// Ranges of entries a new leader committed late: `(from, to, at)`, entries
+    /// `from..to` became visible at `at` (§7).
+    late: Vec<(u64, u64, u64)>,
     pub policy: Policy,
     pub sessions: BTreeMap<SessionId, Session>,
     pub tombstones: BTreeMap<SessionId, Tombstone>,
@@ -407,6 +420,8 @@ impl Model {
     pub fn new() -> Model {
         Model {
             now: 0,
+            index: 0,
+            late: Vec::new(),
             policy: Policy::default(),
             sessions: BTreeMap::new(),
             tombstones: BTreeMap::new(),
@@ -419,9 +434,21 @@ impl Model {
         self.dedup.len()
     }
 
-    /// The start of an entry stamped `stamp` (§7: time only moves forward).
-    pub fn begin(&mut self, stamp: u64) {
+    /// The start of entry `index`, stamped `stamp` (§7: time only moves forward).
+    pub fn begin(&mut self, index: u64, stamp: u64) {
+        self.index = index;
         self.now = self.now.max(stamp);
+    }
+
+    /// When a change made at `at` by entry `index` became visible: at `at`, unless a new
+    /// leader committed that entry late, then at the first such leader's entry (§7).
+    fn visible(&self, index: u64, at: u64) -> u64 {
+        self.late
+            .iter()
+            .filter(|(from, to, _)| *from <= index && index < *to)
+            .map(|(_, _, t)| *t)
+            .min()
+            .map_or(at, |t| t.max(at))
     }
 
     /// Apply one command at the current time.
@@ -504,6 +531,10 @@ impl Model {
             ),
             Op::ReportReuse { token } => self.report_reuse(token.hash()),
             Op::Expire { limit } => self.expire(*limit),
+            Op::LeaderCommitted { from_index } => {
+                self.late.push((*from_index, self.index, self.now));
+                Answer::LeaderCommitted
+            }
         }
     }
 
@@ -613,7 +644,7 @@ impl Model {
                 return if pos + 1 == s.retired.len() && r.generation + 1 == s.generation {
                     Found::Previous {
                         id: *id,
-                        at: r.retired_at,
+                        at: self.visible(r.retired_index, r.retired_at),
                     }
                 } else {
                     Found::Older(*id)
@@ -793,6 +824,7 @@ impl Model {
             Err(r) => return Answer::Refused(r),
         };
         let now = self.now;
+        let index = self.index;
         let policy = self.policy.clone();
         if superseded {
             let s = &self.sessions[&id];
@@ -804,9 +836,12 @@ impl Model {
             };
         }
         let s = &self.sessions[&id];
-        if s.last_rotated_at
-            .is_some_and(|at| now.saturating_sub(at) < policy.rotation_min_interval_ms)
-        {
+        // §3.3 and §7: the interval counts from when the last rotation became visible.
+        let last = s
+            .retired
+            .last()
+            .map(|r| self.visible(r.retired_index, r.retired_at));
+        if last.is_some_and(|at| now.saturating_sub(at) < policy.rotation_min_interval_ms) {
             return Answer::Rotated {
                 session: s.view(),
                 successor: None,
@@ -825,6 +860,7 @@ impl Model {
             generation: s.generation,
             token: s.token,
             retired_at: now,
+            retired_index: index,
             successor: Some(successor),
         });
         while s.retired.len() > policy.retired_generations as usize {

@@ -5,7 +5,10 @@
 //!
 //! Values come from small pools, so request ids are retried and reused for other requests,
 //! tokens are presented after rotation, revocation and expiry, and drawn ids and tokens
-//! sometimes collide with existing ones. Times move by steps near the policy's windows.
+//! sometimes collide with existing ones. Times move by steps near the policy's windows (and
+//! sometimes back); now and then a new leader's first entry dates a few entries before it as
+//! committed late. An input whose first byte has its high bit set stands for a long run
+//! ([`crate::input::expand`]): the random engine's inputs are short.
 
 use crate::input::Source;
 use crate::model::{Answer, By, Model, Op, Req, Tok};
@@ -27,6 +30,9 @@ const T0: u64 = 1_000_000;
 /// Most entries per input.
 const MAX_ENTRIES: usize = 300;
 const USERS: [&str; 3] = ["ann", "bob", "cy"];
+/// Most leader changes per input: the state machine need not remember more than a few
+/// dozen late-commit ranges (§7 does not say how many), so the model is not asked to.
+const MAX_LEADER_CHANGES: usize = 30;
 
 /// One input: a policy, then entries of commands. Panics on the first disagreement, with
 /// the history that led to it.
@@ -52,7 +58,7 @@ pub fn trace(input: &[u8]) -> Vec<(Op, Answer)> {
     loop {
         index += 1;
         let _ = writeln!(history, "entry {index} stamp {stamp}:");
-        model.begin(stamp);
+        model.begin(index, stamp);
         let commands: Vec<Command> = entry.iter().map(command).collect();
         let batch = Batch {
             stamp_ms: stamp,
@@ -84,7 +90,16 @@ pub fn trace(input: &[u8]) -> Vec<(Op, Answer)> {
             return answers;
         }
         stamp = g.next_stamp(stamp, &model.policy);
-        entry = g.entry(&model);
+        entry = if g.leader_changes < MAX_LEADER_CHANGES && g.src.one_in(16) {
+            // A new leader's first entry: it committed a few entries before it late.
+            g.leader_changes += 1;
+            let back = g.src.below(5) as u64;
+            vec![Op::LeaderCommitted {
+                from_index: (index + 1).saturating_sub(back),
+            }]
+        } else {
+            g.entry(&model)
+        };
     }
 }
 
@@ -168,6 +183,9 @@ pub fn command(op: &Op) -> Command {
             token_hash: token.hash(),
         },
         Op::Expire { limit } => Command::Expire { limit: *limit },
+        Op::LeaderCommitted { from_index } => Command::LeaderCommitted {
+            from_index: *from_index,
+        },
     }
 }
 
@@ -306,6 +324,7 @@ struct Gen<'a> {
     rids: Vec<[u8; 16]>,
     /// Mutations sent so far, for retries.
     sent: Vec<Op>,
+    leader_changes: usize,
 }
 
 impl<'a> Gen<'a> {
@@ -317,6 +336,7 @@ impl<'a> Gen<'a> {
             ids: Vec::new(),
             rids: Vec::new(),
             sent: Vec::new(),
+            leader_changes: 0,
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! Input: per entry, a byte chooses between raw bytes (a little-endian u16 length, then
 //! that many bytes) and a recipe for a well-typed batch that is then encoded and, half of
-//! the time, damaged a little.
+//! the time, damaged a little. A short input can stand for a long one (see
+//! [`crate::input::expand`]).
 //!
 //! Asserted: no panic; apply never fails on a decodable batch (a storage error from the
 //! in-memory store means the state machine read back something it could not have written);
