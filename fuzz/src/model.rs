@@ -293,6 +293,9 @@ pub struct Session {
     pub last_rotated_at: Option<u64>,
     /// Rotated-away generations, oldest first (§2).
     pub retired: Vec<Retired>,
+    /// Which create made this record: an id the sweeper removed can be created again (the
+    /// state machine refuses only ids it still holds), and that is another session.
+    pub incarnation: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -374,6 +377,8 @@ struct Memo {
     /// The session content the request carried, which a replay hands back.
     data: Option<Vec<u8>>,
     attributes: Option<BTreeMap<String, String>>,
+    /// The incarnation of the session the first answer reported, if it reported one.
+    incarnation: Option<u64>,
 }
 
 /// How a presented token stands, before time is taken into account.
@@ -408,6 +413,8 @@ pub struct Model {
     pub sessions: BTreeMap<SessionId, Session>,
     pub tombstones: BTreeMap<SessionId, Tombstone>,
     dedup: BTreeMap<RequestKey, Memo>,
+    /// Creates applied so far, numbering incarnations.
+    creates: u64,
 }
 
 impl Default for Model {
@@ -426,6 +433,7 @@ impl Model {
             sessions: BTreeMap::new(),
             tombstones: BTreeMap::new(),
             dedup: BTreeMap::new(),
+            creates: 0,
         }
     }
 
@@ -558,6 +566,13 @@ impl Model {
             }
         }
         let answer = run(self);
+        let reported = match &answer {
+            Answer::Created { session, .. }
+            | Answer::Rotated { session, .. }
+            | Answer::Updated { session, .. } => Some(session.id),
+            _ => None,
+        };
+        let incarnation = reported.and_then(|id| self.sessions.get(&id).map(|s| s.incarnation));
         self.dedup.insert(
             key,
             Memo {
@@ -567,6 +582,7 @@ impl Model {
                 expires_at: self.now.saturating_add(self.policy.dedup_window_ms),
                 data: content.0,
                 attributes: content.1,
+                incarnation,
             },
         );
         answer
@@ -576,7 +592,12 @@ impl Model {
     /// request or from the record still at the reported version, else empty (§6).
     fn replay(&self, memo: &Memo) -> Answer {
         let restore = |v: &SessionView| {
-            let record = self.sessions.get(&v.id).filter(|s| s.version == v.version);
+            // "While it is still at the version the first answer reported": the same
+            // session, not swept since, at that version.
+            let record = self
+                .sessions
+                .get(&v.id)
+                .filter(|s| Some(s.incarnation) == memo.incarnation && s.version == v.version);
             let mut v = v.clone();
             v.data = match (&memo.data, record) {
                 (Some(d), _) => d.clone(),
@@ -792,6 +813,7 @@ impl Model {
                 evicted.push(*old);
             }
         }
+        self.creates += 1;
         let s = Session {
             id,
             user: user.to_string(),
@@ -806,6 +828,7 @@ impl Model {
             token: token.hash(),
             last_rotated_at: None,
             retired: Vec::new(),
+            incarnation: self.creates,
         };
         let session = s.view();
         self.sessions.insert(id, s);
