@@ -566,7 +566,7 @@ fn config_toml() -> Vec<Seed> {
 }
 
 fn differential_runs() -> Vec<Seed> {
-    [(500, 256), (501, 1024), (502, 2048), (503, 4096)]
+    let mut out: Vec<Seed> = [(500, 256), (501, 1024), (502, 2048), (503, 4096)]
         .into_iter()
         .map(|(seed, len)| {
             (
@@ -575,7 +575,16 @@ fn differential_runs() -> Vec<Seed> {
                 pattern(seed, len),
             )
         })
-        .collect()
+        .collect();
+    // A long run (see `input::expand`) in which a session is swept, its id created again and
+    // written to, and a rotation of the first session is then retried: the replay must not
+    // take content from the second session.
+    out.push((
+        "differential",
+        "replay-after-sweep.bin".into(),
+        vec![0xe7, 0x19, 0x6c, 0x50, 0x0e, 0xb9, 0xc0, 0x82, 0x5b, 0x4a],
+    ));
+    out
 }
 
 /// Deterministic pseudo-random bytes (xorshift), for recipe seeds.

@@ -23,7 +23,7 @@ fn write_seed_corpus() {
     }
 }
 
-/// Every target has its seeds where bolero looks for them, and every seed runs clean.
+/// Every target has its seeds where bolero looks for them.
 #[test]
 fn every_target_has_a_corpus() {
     let mut targets: Vec<&str> = sessiond_fuzz::seeds::all()
