@@ -49,12 +49,17 @@ cargo nextest run --release --workspace --no-fail-fast
 
 # The planted-bug proofs build the in-process nodes with deliberate bugs (a stale read on a
 # deposed leader, a follower counted fresh while behind, the leader's own clock as the stamp)
-# and assert the harness reports each. They share the target directory, so the chaos binary
-# is rebuilt without the bugs right after.
+# and assert the harness reports each.
 phase "planted bugs must be caught"
 cargo nextest run --release -p sessiond-chaos --test planted \
   --features planted-stale-reads,planted-lagging-follower,planted-wall-clock-stamp
-cargo build --release -p sessiond-chaos --bin sessiond-chaos
+
+# Storage faults at exact persistence points need nodes built with failpoints (test builds
+# only). The chaos binary is rebuilt with them and without the planted bugs, so the in-process
+# smoke below injects disk faults too.
+phase "storage faults (failpoints)"
+cargo nextest run --release -p sessiond-chaos --test storage --features failpoints
+cargo build --release -p sessiond-chaos --features failpoints --bin sessiond-chaos
 
 out="$(mktemp -d)"
 phase "chaos smoke: in-process layer (failures kept in $out)"

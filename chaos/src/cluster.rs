@@ -68,6 +68,16 @@ pub trait Cluster {
     /// 0 puts it right. Monotonic clocks stay true. Survives restarts of the node.
     async fn set_clock_offset(&mut self, id: NodeId, offset_ms: i64) -> Result<(), FaultError>;
 
+    /// Arm `actions` (the `fail` crate's syntax, e.g. `1*return(crash)`, `sleep(100)`) at
+    /// persistence point `point` of node `id`; `None` disarms it. Only layers whose nodes
+    /// are built with the `failpoints` feature can.
+    async fn disk_fault(
+        &mut self,
+        id: NodeId,
+        point: sessiond::store::Point,
+        actions: Option<&str>,
+    ) -> Result<(), FaultError>;
+
     /// Start a new, empty node (not yet a member: the caller adds it through the admin API).
     async fn start_fresh(&mut self) -> Result<NodeSpec, FaultError>;
 

@@ -479,6 +479,16 @@ impl Cluster for DockerCluster {
         Ok(())
     }
 
+    async fn disk_fault(
+        &mut self,
+        _id: NodeId,
+        _point: sessiond::store::Point,
+        _actions: Option<&str>,
+    ) -> Result<(), FaultError> {
+        // The image is the release binary as shipped, without failpoints.
+        Err(FaultError::Unsupported("inject disk faults"))
+    }
+
     async fn start_fresh(&mut self) -> Result<NodeSpec, FaultError> {
         let id = self.allocate()?;
         self.create(id).await?;

@@ -200,6 +200,9 @@ impl InprocCluster {
             clock: Some(m.clock.clone() as Arc<dyn WallClock>),
             // The harness's own proofs run builds with planted bugs on purpose.
             allow_planted_bugs: true,
+            // The nodes share this process: an injected crash stops one node's writes (the
+            // nemesis then restarts it), not the process.
+            crash: sessiond::store::Crash::StopWriting,
         };
         let started = Instant::now();
         let running = loop {
@@ -303,6 +306,18 @@ impl Cluster for InprocCluster {
         ))
     }
 
+    async fn disk_fault(
+        &mut self,
+        id: NodeId,
+        point: sessiond::store::Point,
+        actions: Option<&str>,
+    ) -> Result<(), FaultError> {
+        if !self.members.contains_key(&id) {
+            return Err(FaultError::Failed(format!("no node {id}")));
+        }
+        arm(&point.failpoint(id), actions)
+    }
+
     async fn start_fresh(&mut self) -> Result<NodeSpec, FaultError> {
         let (spec, metrics_addr) = self.allocate()?;
         let id = spec.id;
@@ -324,6 +339,9 @@ impl Cluster for InprocCluster {
 
     async fn destroy(&mut self, id: NodeId) -> Result<(), FaultError> {
         self.crash(id)?;
+        for p in sessiond::store::Point::ALL {
+            let _ = arm(&p.failpoint(id), None);
+        }
         if let Some(m) = self.members.remove(&id) {
             // The lock may still be held for a moment by tasks being dropped; a leftover
             // directory inside the run's dir is harmless.
@@ -380,4 +398,23 @@ impl Drop for InprocCluster {
             }
         }
     }
+}
+
+/// Arm or disarm one failpoint of the process-wide registry.
+#[cfg(feature = "failpoints")]
+fn arm(name: &str, actions: Option<&str>) -> Result<(), FaultError> {
+    match actions {
+        Some(a) => fail::cfg(name, a).map_err(FaultError::Failed),
+        None => {
+            fail::remove(name);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn arm(_name: &str, _actions: Option<&str>) -> Result<(), FaultError> {
+    Err(FaultError::Unsupported(
+        "inject disk faults (build with the failpoints feature)",
+    ))
 }

@@ -6,9 +6,11 @@ use crate::history::{op, Args, Clock, Event, Outcome, Value};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
+use sessiond::store::Point;
 use sessiond_proto::v1::cluster_client::ClusterClient;
 use sessiond_proto::v1::{
     AddLearnerRequest, ChangeMembershipRequest, Role, StatusRequest, StatusResponse,
+    TriggerSnapshotRequest,
 };
 use std::time::Duration;
 
@@ -39,6 +41,13 @@ pub enum Fault {
     ClockJump,
     /// Flip one node's wall clock back and forth between wrong and right, quickly.
     ClockStrobe,
+    /// At one persistence point of one node (the leader half of the time): an I/O error or a
+    /// crash at the next write there — after which the node is restarted, as its supervisor
+    /// would — or a slow disk for a while. Layers without failpoints skip it.
+    DiskFault,
+    /// Cut a follower off until the leader has purged its log past the follower's last entry,
+    /// then heal: the follower must catch up by installing a snapshot, under load.
+    SnapshotCatchUp,
 }
 
 /// Clock offsets a jump picks from, ms: a day ahead, an hour behind, and smaller steps.
@@ -47,7 +56,7 @@ const CLOCK_OFFSETS_MS: [i64; 7] = [
 ];
 
 impl Fault {
-    const ALL: [Fault; 11] = [
+    const ALL: [Fault; 13] = [
         Fault::Partition,
         Fault::IsolateLeader,
         Fault::OneWay,
@@ -59,14 +68,24 @@ impl Fault {
         Fault::Heal,
         Fault::ClockJump,
         Fault::ClockStrobe,
+        Fault::DiskFault,
+        Fault::SnapshotCatchUp,
     ];
 
     /// Relative frequency in generated schedules.
     fn weight(self) -> u32 {
         match self {
             Fault::Partition | Fault::IsolateLeader | Fault::KillRestart => 4,
-            Fault::OneWay | Fault::Bridge | Fault::Pause | Fault::Heal | Fault::ClockJump => 3,
-            Fault::RollingRestart | Fault::ReplaceMember | Fault::ClockStrobe => 1,
+            Fault::OneWay
+            | Fault::Bridge
+            | Fault::Pause
+            | Fault::Heal
+            | Fault::ClockJump
+            | Fault::DiskFault => 3,
+            Fault::RollingRestart
+            | Fault::ReplaceMember
+            | Fault::ClockStrobe
+            | Fault::SnapshotCatchUp => 1,
         }
     }
 }
@@ -165,6 +184,23 @@ pub async fn wait_for_leader(nodes: &[NodeSpec], timeout: Duration) -> Option<No
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
+}
+
+/// Ask node `spec` for a snapshot; the index its log is purged to afterwards.
+pub async fn trigger_snapshot(spec: &NodeSpec) -> Option<u64> {
+    let ch = crate::secure::endpoint(&spec.endpoint)
+        .ok()?
+        .connect_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .ok()?;
+    let mut admin = ClusterClient::new(ch);
+    let mut req = tonic::Request::new(TriggerSnapshotRequest {});
+    req.set_timeout(Duration::from_secs(2));
+    admin.trigger_snapshot(req).await.ok()?;
+    let mut req = tonic::Request::new(StatusRequest {});
+    req.set_timeout(Duration::from_millis(500));
+    Some(admin.status(req).await.ok()?.into_inner().purged_index)
 }
 
 /// Carries out a schedule, keeping track of what it broke so it can mend it at the end.
@@ -353,6 +389,8 @@ impl Nemesis {
                 }
                 self.log(start, format!("clock of {victim} {offset:+} ms"), r);
             }
+            Fault::DiskFault => self.disk_fault(cluster, &nodes, &ids).await,
+            Fault::SnapshotCatchUp => self.snapshot_catch_up(cluster, &nodes).await,
             Fault::ClockStrobe => {
                 let victim = self.clock_victim(&nodes, &ids).await;
                 let offset = *CLOCK_OFFSETS_MS.choose(&mut self.rng).unwrap_or(&0);
@@ -375,6 +413,123 @@ impl Nemesis {
                 );
             }
         }
+    }
+
+    /// An error or crash at the next write through one persistence point, then the restart
+    /// a supervisor would do; or a slow disk for a while.
+    async fn disk_fault<C: Cluster>(
+        &mut self,
+        cluster: &mut C,
+        nodes: &[NodeSpec],
+        ids: &[NodeId],
+    ) {
+        let start = self.clock.now_ns();
+        let victim = match self.rng.random_bool(0.5) {
+            true => leader(nodes).await.unwrap_or(ids[0]),
+            false => ids[0],
+        };
+        let point = *Point::ALL.choose(&mut self.rng).unwrap_or(&Point::LogSync);
+        let kind = self.rng.random_range(0..3u8);
+        if kind == 2 {
+            let ms = self.rng.random_range(20..250u64);
+            let r = cluster
+                .disk_fault(victim, point, Some(&format!("sleep({ms})")))
+                .await;
+            if matches!(r, Err(FaultError::Unsupported(_))) {
+                return;
+            }
+            let ok = r.is_ok();
+            self.log(
+                start,
+                format!("slow disk ({ms} ms) at {} of {victim}", point.name()),
+                r,
+            );
+            if ok {
+                let slow = Duration::from_millis(self.rng.random_range(300..1500));
+                tokio::time::sleep(slow).await;
+                let start = self.clock.now_ns();
+                let r = cluster.disk_fault(victim, point, None).await;
+                self.log(start, format!("disk of {victim} fast again"), r);
+            }
+            return;
+        }
+        let action = if kind == 0 { "error" } else { "crash" };
+        let r = cluster
+            .disk_fault(victim, point, Some(&format!("1*return({action})")))
+            .await;
+        if matches!(r, Err(FaultError::Unsupported(_))) {
+            return;
+        }
+        let ok = r.is_ok();
+        self.log(
+            start,
+            format!("disk {action} at the next {} of {victim}", point.name()),
+            r,
+        );
+        if !ok {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(self.rng.random_range(300..1500))).await;
+        // Whether or not the fault was met, the node is restarted on what its disk holds.
+        let start = self.clock.now_ns();
+        let mut r = cluster.disk_fault(victim, point, None).await;
+        r = r.and(cluster.kill(victim).await);
+        r = r.and(cluster.restart(victim).await);
+        self.log(start, format!("restart {victim} after the disk fault"), r);
+    }
+
+    /// Blackhole a follower until the leader's log is purged past it, then heal.
+    async fn snapshot_catch_up<C: Cluster>(&mut self, cluster: &mut C, nodes: &[NodeSpec]) {
+        let start = self.clock.now_ns();
+        let all = statuses(nodes).await;
+        let Some(lead) = all
+            .iter()
+            .filter(|s| s.role == Role::Leader as i32)
+            .max_by_key(|s| s.term)
+        else {
+            self.log(start, "snapshot catch-up: no leader".into(), Ok(()));
+            return;
+        };
+        let followers: Vec<&StatusResponse> = all
+            .iter()
+            .filter(|s| s.node_id != lead.node_id && !self.killed.contains(&s.node_id))
+            .collect();
+        let Some(f) = followers.choose(&mut self.rng) else {
+            self.log(start, "snapshot catch-up: no follower".into(), Ok(()));
+            return;
+        };
+        let (victim, behind_from) = (f.node_id, f.last_log_index);
+        let rest: Vec<NodeId> = nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|i| *i != victim)
+            .collect();
+        if let Err(e) = cluster.partition(&[rest]).await {
+            self.log(start, format!("blackhole {victim}"), Err(e));
+            return;
+        }
+        // Snapshots every few hundred entries and keeps only 50 behind: with the load running
+        // a few seconds suffice; asking for a snapshot hastens it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut purged = 0;
+        while tokio::time::Instant::now() < deadline && purged <= behind_from {
+            if let Some(l) = leader(nodes).await.filter(|l| *l != victim) {
+                if let Some(spec) = nodes.iter().find(|n| n.id == l) {
+                    purged = trigger_snapshot(spec).await.unwrap_or(purged);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let r = cluster.heal().await;
+        let what = match purged > behind_from {
+            true => format!(
+                "blackhole {victim} until the leader purged past its log (its last {behind_from}, purged {purged}), heal"
+            ),
+            false => format!(
+                "blackhole {victim}: the leader purged only to {purged} (its last {behind_from}), heal"
+            ),
+        };
+        self.log(start, what, r);
     }
 
     /// The node a clock fault hits: the one already wrong (never a second one), else the
@@ -474,6 +629,14 @@ impl Nemesis {
         }
         if let Some(id) = self.skewed.take() {
             r = r.and(cluster.set_clock_offset(id, 0).await);
+        }
+        for n in cluster.nodes() {
+            for p in Point::ALL {
+                match cluster.disk_fault(n.id, p, None).await {
+                    Err(FaultError::Unsupported(_)) => {}
+                    other => r = r.and(other),
+                }
+            }
         }
         self.log(start, "heal all".into(), r);
     }

@@ -18,16 +18,27 @@ fn init_tracing(format: LogFormat) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Test builds only: failpoints named in FAILPOINTS (see `store::disk`) stay armed while
+    // the process runs.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     match cli.command {
         Command::Serve(args) => {
             let cfg = args.resolve()?;
             init_tracing(cfg.log_format);
             runtime(cfg.worker_threads)?.block_on(async {
                 let node = sessiond::node::Node::start(cfg).await?;
-                shutdown_signal().await;
-                tracing::info!("shutting down");
-                node.shutdown().await;
-                Ok(())
+                tokio::select! {
+                    _ = shutdown_signal() => {
+                        tracing::info!("shutting down");
+                        node.shutdown().await;
+                        Ok(())
+                    }
+                    why = node.stopped() => {
+                        tracing::error!(reason = %why, "raft stopped; exiting");
+                        anyhow::bail!("raft stopped: {why}")
+                    }
+                }
             })
         }
         Command::Dev(args) => runtime(None)?.block_on(sessiond::dev::run(args)),

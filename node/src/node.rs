@@ -18,7 +18,7 @@ use crate::network::{
 use crate::observe::Observer;
 use crate::raft_types::{NodeId, NodeInfo, Raft};
 use crate::reads::ReadBarrier;
-use crate::store::Store;
+use crate::store::{Crash, Disk, Store};
 use anyhow::Context;
 use sessiond_proto::v1::cluster_server::ClusterServer;
 use sessiond_proto::v1::raft_server::RaftServer;
@@ -66,12 +66,16 @@ pub struct NodeHooks {
     pub clock: Option<Arc<dyn WallClock>>,
     /// Start even if this build has planted bugs ([`crate::PLANTED_BUGS`]).
     pub allow_planted_bugs: bool,
+    /// What an injected crash does (builds with the `failpoints` feature): nodes sharing a
+    /// process stop writing instead of ending it.
+    pub crash: Crash,
 }
 
 /// A started node.
 pub struct Node {
     pub id: NodeId,
     pub raft: Raft,
+    disk: Arc<Disk>,
     credentials: Arc<NodeCredentials>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -158,7 +162,8 @@ impl Node {
                  the client or peer port can read and change every session and the membership"
             );
         }
-        let (log, machine, state) = Store::open_tuned(&cfg.data_dir, cfg.store)?;
+        let disk = Disk::new(cfg.node_id, hooks.crash);
+        let (log, machine, state) = Store::open_on(&cfg.data_dir, cfg.store, disk.clone())?;
         let channels = Channels::new(credentials.peer_client(), hooks.link_filter);
         let freshness = Freshness::new(cfg.stale_read_bound_ms);
         // What it applied before it stopped was committed: a leadership of this node starts
@@ -344,6 +349,7 @@ impl Node {
         Ok(Node {
             id: cfg.node_id,
             raft,
+            disk,
             credentials,
             tasks,
         })
@@ -353,6 +359,24 @@ impl Node {
     /// and calls use them; a file that does not load keeps the old material.
     pub fn reload_credentials(&self) -> anyhow::Result<()> {
         self.credentials.reload()
+    }
+
+    /// Resolves when Raft has stopped by itself — a storage failure is fatal to it — with
+    /// the reason. Such a node answers nothing useful any more; its process should exit so
+    /// that it is restarted on what its disk really holds.
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if metrics.borrow().state == openraft::ServerState::Shutdown {
+                break;
+            }
+            if metrics.changed().await.is_err() {
+                break;
+            }
+        }
+        self.disk
+            .failure()
+            .unwrap_or_else(|| "raft stopped (see the error logged before)".to_string())
     }
 
     /// Stop Raft and every task.

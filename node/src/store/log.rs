@@ -5,8 +5,9 @@
 //! openraft as flushed only after a dedicated thread has synced the write-ahead log, so an
 //! acknowledged entry survives a crash. The sync happens off Raft's core task — replication
 //! to followers proceeds while the leader's own disk syncs — and one sync covers every append
-//! that arrived meanwhile (group commit).
+//! that arrived meanwhile (group commit). A failed sync is never retried (see [`Disk`]).
 
+use super::disk::{Disk, Point};
 use super::{cf, io_error, StoreFault, CF_LOG, CF_RAFT_META};
 use crate::raft_types::{NodeId, StorageError, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -26,6 +27,7 @@ const PURGED: &[u8] = b"purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    disk: Arc<Disk>,
     flusher: Flusher,
 }
 
@@ -37,7 +39,7 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn spawn(db: &Arc<DB>) -> Flusher {
+    fn spawn(db: &Arc<DB>, disk: Arc<Disk>) -> Flusher {
         // A weak handle: the database closes with its last store, not with this thread.
         let db = Arc::downgrade(db);
         let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
@@ -48,7 +50,7 @@ impl Flusher {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
                     let synced = match db.upgrade() {
-                        Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+                        Some(db) => disk.sync_wal(&db).map_err(|e| e.to_string()),
                         None => Err("the database is closed".to_string()),
                     };
                     for cb in waiting {
@@ -84,9 +86,10 @@ fn synced() -> WriteOptions {
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
+    pub(crate) fn new(db: Arc<DB>, disk: Arc<Disk>) -> Self {
         LogStore {
-            flusher: Flusher::spawn(&db),
+            flusher: Flusher::spawn(&db, disk.clone()),
+            disk,
             db,
         }
     }
@@ -100,6 +103,7 @@ impl LogStore {
     }
 
     fn put_meta<T: Serialize>(&self, k: &[u8], v: &T) -> Result<(), StoreFault> {
+        self.disk.writable()?;
         let handle = cf(&self.db, CF_RAFT_META)?;
         self.db.put_cf_opt(handle, k, encode(v)?, &synced())?;
         Ok(())
@@ -193,6 +197,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError> {
         // Not synced: losing it only means re-learning the commit index from the leader.
         let write = |e| io_error(ErrorSubject::Store, ErrorVerb::Write, e);
+        self.disk.writable().map_err(write)?;
         let handle = cf(&self.db, CF_RAFT_META).map_err(write)?;
         self.db
             .put_cf(handle, COMMITTED, encode(&committed).map_err(write)?)
@@ -216,6 +221,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let write = |e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e);
+        self.disk.at(Point::LogAppend).map_err(write)?;
         let handle = cf(&self.db, CF_LOG).map_err(write)?;
         let mut batch = WriteBatch::default();
         for entry in entries {
@@ -228,7 +234,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db.write(batch).map_err(|e| write(e.into()))?;
         if let Err(std::sync::mpsc::SendError(callback)) = self.flusher.tx.send(callback) {
             // No sync thread (it could not start): sync here.
-            let synced = self.db.flush_wal(true).map_err(std::io::Error::other);
+            let synced = self.disk.sync_wal(&self.db).map_err(std::io::Error::other);
             callback.log_io_completed(synced);
         }
         Ok(())
@@ -236,6 +242,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         let write = |e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e);
+        self.disk.writable().map_err(write)?;
         let handle = cf(&self.db, CF_LOG).map_err(write)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(handle, key(log_id.index), key(u64::MAX));
@@ -247,6 +254,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError> {
         let write = |e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e);
+        self.disk.at(Point::Purge).map_err(write)?;
         // The purge point and the removal in one batch: the log state never shows a hole.
         let log = cf(&self.db, CF_LOG).map_err(write)?;
         let meta = cf(&self.db, CF_RAFT_META).map_err(write)?;

@@ -2,6 +2,7 @@
 //! the latest state and commits everything one `apply` call produced — records, every index,
 //! the last applied log id and membership — as one `WriteBatch`.
 
+use super::disk::{Disk, Point};
 use super::reader::{StateReader, StateView};
 use super::snapshot::{self, SnapshotDir};
 use super::{cf, io_error, StoreFault};
@@ -29,6 +30,7 @@ type Membership = StoredMembership<NodeId, NodeInfo>;
 /// The state machine of one node.
 pub struct StateMachineStore {
     db: Arc<DB>,
+    disk: Arc<Disk>,
     snapshots: SnapshotDir,
     applied_tx: watch::Sender<u64>,
     applied_rx: watch::Receiver<u64>,
@@ -56,11 +58,12 @@ fn read_applied(db: &DB) -> Result<(Option<LogId<NodeId>>, Membership), StoreFau
 }
 
 impl StateMachineStore {
-    pub(crate) fn open(db: Arc<DB>, dir: PathBuf) -> anyhow::Result<Self> {
+    pub(crate) fn open(db: Arc<DB>, dir: PathBuf, disk: Arc<Disk>) -> anyhow::Result<Self> {
         let (applied, _) = read_applied(&db)?;
         let (applied_tx, applied_rx) = watch::channel(applied.map(|l| l.index).unwrap_or(0));
         let mut store = StateMachineStore {
             db,
+            disk,
             snapshots: SnapshotDir::new(dir),
             applied_tx,
             applied_rx,
@@ -132,6 +135,7 @@ impl StateMachineStore {
         // Not synced: the synced Raft log is the source of truth, and an entry lost here is
         // applied again on restart (last_applied is in the same batch). Snapshots sync the WAL
         // before the log behind them may be purged.
+        self.disk.at(Point::Apply)?;
         self.db.write(batch)?;
         if let Some(last) = last {
             self.applied_tx.send_replace(last.index);
@@ -149,7 +153,9 @@ impl StateMachineStore {
         // The snapshot file first, durably: whatever happens after, the kept snapshot reaches
         // at least as far as the state (and the log openraft purges behind it). A crash
         // before the state is written is finished on the next open.
+        self.disk.writable()?;
         self.snapshots.save(meta, stream)?;
+        self.disk.at(Point::SnapshotInstall)?;
         self.write_state(meta, stream)
     }
 
@@ -207,6 +213,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
             db: self.db.clone(),
+            disk: self.disk.clone(),
             snapshots: self.snapshots.clone(),
         }
     }
@@ -246,6 +253,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 /// task of its own; the RocksDB work itself runs on a blocking thread).
 pub struct SnapshotBuilder {
     db: Arc<DB>,
+    disk: Arc<Disk>,
     snapshots: SnapshotDir,
 }
 
@@ -267,7 +275,7 @@ fn snapshot_id(last_applied: Option<LogId<NodeId>>) -> String {
 impl SnapshotBuilder {
     fn build(&self) -> Result<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>), StoreFault> {
         // Make every applied write durable before the log behind this snapshot can be purged.
-        self.db.flush_wal(true)?;
+        self.disk.sync_wal(&self.db)?;
         let snap = self.db.snapshot();
         let meta_cf = cf(&self.db, Cf::Meta.name())?;
         let decode_err = |e: postcard::Error| StoreFault::Corrupt(e.to_string());
@@ -298,6 +306,7 @@ impl SnapshotBuilder {
             snapshot_id: snapshot_id(last_applied),
         };
         let stream = enc.finish();
+        self.disk.at(Point::SnapshotBuild)?;
         if !self.snapshots.save(&meta, &stream)? {
             tracing::info!(snapshot = %meta.snapshot_id, "a newer snapshot is kept as current");
         }
@@ -309,6 +318,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let builder = SnapshotBuilder {
             db: self.db.clone(),
+            disk: self.disk.clone(),
             snapshots: self.snapshots.clone(),
         };
         let (meta, stream) = tokio::task::spawn_blocking(move || builder.build())

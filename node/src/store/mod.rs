@@ -5,12 +5,15 @@
 //! - [`machine`]: openraft's state machine, applying batches through `sessiond_state`.
 //! - [`snapshot`]: the snapshot stream format and its durable file.
 //! - [`reader`]: consistent read views of applied state for the request path.
+//! - [`disk`]: the persistence points, the latch of a failed sync, and injected faults.
 
+pub mod disk;
 pub mod log;
 pub mod machine;
 pub mod reader;
 pub mod snapshot;
 
+pub use disk::{Crash, Disk, Point};
 pub use log::LogStore;
 pub use machine::{SnapshotBuilder, StateMachineStore};
 pub use reader::{StateReader, StateView};
@@ -62,19 +65,20 @@ impl Default for Tuning {
 /// search.
 const BLOOM_BITS_PER_KEY: f64 = 10.0;
 
-/// The WAL is kept to this many memtables' worth of bytes (see `open_tuned`).
+/// The WAL is kept to this many memtables' worth of bytes (see `open_on`).
 const WAL_BUFFERS: usize = 4;
 
 impl Store {
     /// Open (or create) the database under `dir` with default tuning.
     pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore, StateReader)> {
-        Store::open_tuned(dir, Tuning::default())
+        Store::open_on(dir, Tuning::default(), Disk::new(0, Crash::default()))
     }
 
-    /// Open (or create) the database under `dir` and hand out its three faces.
-    pub fn open_tuned(
+    /// Open (or create) the database under `dir` on `disk` and hand out its three faces.
+    pub fn open_on(
         dir: &Path,
         tuning: Tuning,
+        disk: Arc<Disk>,
     ) -> anyhow::Result<(LogStore, StateMachineStore, StateReader)> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -106,9 +110,9 @@ impl Store {
         let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)
             .with_context(|| format!("opening RocksDB under {}", dir.display()))?;
         let db = Arc::new(db);
-        let machine = StateMachineStore::open(db.clone(), dir.join("snapshot"))?;
+        let machine = StateMachineStore::open(db.clone(), dir.join("snapshot"), disk.clone())?;
         let reader = machine.reader();
-        Ok((LogStore::new(db), machine, reader))
+        Ok((LogStore::new(db, disk), machine, reader))
     }
 }
 
@@ -125,6 +129,8 @@ pub enum StoreFault {
     Corrupt(String),
     #[error("state machine: {0}")]
     State(String),
+    #[error("the disk failed earlier ({0}); nothing more is written until the node restarts")]
+    DiskFailed(String),
 }
 
 /// The handle of a column family that `Store::open` created.
