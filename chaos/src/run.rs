@@ -7,7 +7,7 @@ use crate::cluster::Cluster;
 use crate::docker::{DockerCluster, DockerOptions};
 use crate::history::{self, Clock, Event, Outcome, RunInfo};
 use crate::inproc::{InprocCluster, InprocOptions};
-use crate::nemesis::{self, Fault, Nemesis, Schedule};
+use crate::nemesis::{self, Nemesis, Schedule};
 use crate::policy;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -214,9 +214,6 @@ pub async fn drive<C: Cluster>(
         tokio::spawn(async move { browser::run(&endpoints, &browsers, seed, &rec, length).await })
     };
     let started = tokio::time::Instant::now();
-    // Every schedule runs with one node's clock wrong from the start (one wrong clock is what
-    // the design tolerates); the schedule's own clock faults move or right it later.
-    nem.apply(cluster, Fault::ClockJump).await;
     for (at, fault) in &schedule.steps {
         tokio::time::sleep_until(started + *at).await;
         nem.apply(cluster, *fault).await;
