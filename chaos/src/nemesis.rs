@@ -430,43 +430,37 @@ impl Nemesis {
         };
         let point = *Point::ALL.choose(&mut self.rng).unwrap_or(&Point::LogSync);
         let kind = self.rng.random_range(0..3u8);
-        if kind == 2 {
-            let ms = self.rng.random_range(20..250u64);
-            let r = cluster
-                .disk_fault(victim, point, Some(&format!("sleep({ms})")))
-                .await;
-            if matches!(r, Err(FaultError::Unsupported(_))) {
-                return;
+        let (actions, what) = match kind {
+            0 | 1 => {
+                let action = if kind == 0 { "error" } else { "crash" };
+                (
+                    format!("1*return({action})"),
+                    format!("disk {action} at the next {} of {victim}", point.name()),
+                )
             }
-            let ok = r.is_ok();
-            self.log(
-                start,
-                format!("slow disk ({ms} ms) at {} of {victim}", point.name()),
-                r,
-            );
-            if ok {
-                let slow = Duration::from_millis(self.rng.random_range(300..1500));
-                tokio::time::sleep(slow).await;
-                let start = self.clock.now_ns();
-                let r = cluster.disk_fault(victim, point, None).await;
-                self.log(start, format!("disk of {victim} fast again"), r);
+            _ => {
+                let ms = self.rng.random_range(20..250u64);
+                (
+                    format!("sleep({ms})"),
+                    format!("slow disk ({ms} ms) at {} of {victim}", point.name()),
+                )
             }
-            return;
-        }
-        let action = if kind == 0 { "error" } else { "crash" };
-        let r = cluster
-            .disk_fault(victim, point, Some(&format!("1*return({action})")))
-            .await;
+        };
+        let r = cluster.disk_fault(victim, point, Some(&actions)).await;
         if matches!(r, Err(FaultError::Unsupported(_))) {
             return;
         }
         let ok = r.is_ok();
-        self.log(
-            start,
-            format!("disk {action} at the next {} of {victim}", point.name()),
-            r,
-        );
+        self.log(start, what, r);
         if !ok {
+            return;
+        }
+        if kind == 2 {
+            let slow = Duration::from_millis(self.rng.random_range(300..1500));
+            tokio::time::sleep(slow).await;
+            let start = self.clock.now_ns();
+            let r = cluster.disk_fault(victim, point, None).await;
+            self.log(start, format!("disk of {victim} fast again"), r);
             return;
         }
         tokio::time::sleep(Duration::from_millis(self.rng.random_range(300..1500))).await;
