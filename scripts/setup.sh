@@ -2,8 +2,9 @@
 # Installs and checks the system packages sessiond's build and tests need (Debian/Ubuntu).
 #
 #   bash scripts/setup.sh build   what `cargo build` needs (RocksDB: libclang and a C++ compiler)
-#   bash scripts/setup.sh all     also what the test suite, the chaos harness and the benchmark
-#                                 need, and starts the Docker engine when it is not running
+#   bash scripts/setup.sh all     also what the test suite, the chaos harness, the benchmark and
+#                                 the deployment checks need (Python tools from PyPI), and
+#                                 starts the Docker engine when it is not running
 #   bash scripts/setup.sh check   only check `all`, install nothing
 #
 # Every package is found by its exact name (dpkg-query), then checked the way its user finds it,
@@ -22,8 +23,10 @@ redis-server      | test  | the benchmark: Redis is one of the stores compared
 iptables          | test  | chaos container layer: partitions are iptables-restore rules
 util-linux        | test  | chaos container layer: nsenter into a container network namespace
 docker.io         | test  | chaos container layer and the image: a Docker engine (dockerd)
+docker-compose    | test  | the compose files are started by deploy/compose-test.sh
 fonts-dejavu-core | test  | the benchmark chart: DejaVuSans.ttf
 libfaketime       | test  | chaos container layer: every node wall clock follows an offset file
+prometheus        | test  | promtool: the alert rules are checked and unit-tested
 '
 
 # How each package's user finds it. Prints nothing and succeeds when usable.
@@ -61,9 +64,11 @@ check() {
     docker.io)
       command -v dockerd >/dev/null 2>&1 || { echo "no dockerd"; return 1; }
       command -v docker >/dev/null 2>&1 || { echo "no docker client"; return 1; } ;;
+    docker-compose) docker-compose --version >/dev/null 2>&1 || { echo "docker-compose does not run"; return 1; } ;;
     fonts-dejavu-core)
       [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] ||
         { echo "no /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"; return 1; } ;;
+    prometheus) promtool --version >/dev/null 2>&1 || { echo "promtool does not run"; return 1; } ;;
     libfaketime)
       [ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] ||
         { echo "no /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"; return 1; } ;;
@@ -153,9 +158,18 @@ rust_tools() {
   cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked </dev/null
 }
 
+# Python tools of the deployment checks, from PyPI, at pinned versions.
+# The manifests' schema check, and the test runner of the Python client (examples/python).
+PYTHON_TOOLS='kubernetes-validate==1.37.0 PyYAML==6.0.3 pytest==8.3.4'
+python_tools() {
+  python3 -c 'import kubernetes_validate, yaml, pytest' 2>/dev/null && return 0
+  echo "setup: installing $PYTHON_TOOLS (pip)"
+  python3 -m pip install -q --disable-pip-version-check $PYTHON_TOOLS </dev/null
+}
+
 case "${1:-}" in
   build) install_group build; check_group build ;;
-  all) install_group all; check_group all; start_docker; rust_tools ;;
+  all) install_group all; check_group all; start_docker; rust_tools; python_tools ;;
   check) check_group all ;;
   *) echo "usage: scripts/setup.sh build|all|check" >&2; exit 2 ;;
 esac

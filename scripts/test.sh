@@ -40,12 +40,20 @@ if grep -qE "^ *Compiling librocksdb-sys" <<<"$alone"; then
   exit 1
 fi
 
+phase "deployment checks (Kubernetes schemas, alert rules and their tests, dashboard)"
+bash deploy/k8s/check.sh
+bash deploy/prometheus/check.sh
+
 # The container-layer tests and smoke run need the image of the current release binary.
 phase "container image"
 deploy/build-image.sh sessiond:dev
 
 phase "tests"
 cargo nextest run --release --workspace --no-fail-fast
+
+# The Python client and WSGI middleware (examples/python) against a `sessiond dev` cluster.
+phase "Python client (pytest against sessiond dev)"
+SESSIOND_BIN="$bin/sessiond" python3 -m pytest -q -p no:cacheprovider examples/python/tests
 
 # The planted-bug proofs build the in-process nodes with deliberate bugs (a stale read on a
 # deposed leader, a follower counted fresh while behind, the leader's own clock as the stamp)
@@ -69,6 +77,10 @@ RUST_LOG=off "$bin/sessiond-chaos" run --layer inproc --nodes 5 --schedules 10 -
 phase "chaos smoke: container layer (failures kept in $out)"
 RUST_LOG=off "$bin/sessiond-chaos" run --layer docker --nodes 3 --schedules 5 --seconds 4 --seed 3000 --out "$out"
 RUST_LOG=off "$bin/sessiond-chaos" run --layer docker --nodes 5 --schedules 5 --seconds 4 --seed 4000 --out "$out"
+
+phase "compose files (3 and 5 nodes, TLS on)"
+bash deploy/compose-test.sh deploy/compose.yaml 3
+bash deploy/compose-test.sh deploy/compose-5.yaml 5
 
 phase "benchmark smoke (2 s per phase; every installed store)"
 "$bin/sessiond-bench" run --seconds 2 --workers 8 --prefill 4 --json "$out/bench.json"

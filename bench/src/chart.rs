@@ -6,10 +6,11 @@ use anyhow::Context;
 use plotters::prelude::*;
 use std::path::Path;
 
-const COLORS: [RGBColor; 3] = [
+const COLORS: [RGBColor; 4] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
 ];
 
 /// Register the TTF font text is drawn with (plotters ships none).
@@ -39,6 +40,9 @@ pub fn draw(results: &[PhaseResult], out: &Path) -> anyhow::Result<()> {
     }
     anyhow::ensure!(!phases.is_empty(), "no results to draw");
     let workers = results.first().map(|r| r.workers).unwrap_or(0);
+    // One slot per store and a gap between phases; a phase's label under its middle bar.
+    let group = stores.len() as i32 + 1;
+    let middle = stores.len() as i32 / 2;
     let root = BitMapBackend::new(out, (1200, 900)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(450);
@@ -59,14 +63,17 @@ pub fn draw(results: &[PhaseResult], out: &Path) -> anyhow::Result<()> {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(70)
-            .build_cartesian_2d(0..n * 4, 0.0..max.max(1.0))?;
+            .build_cartesian_2d(0..n * group, 0.0..max.max(1.0))?;
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(phases.len() * 4)
+            .x_labels(phases.len() * group as usize)
             .x_label_formatter(&|x| {
-                if x % 4 == 1 {
-                    phases.get((x / 4) as usize).cloned().unwrap_or_default()
+                if x % group == middle {
+                    phases
+                        .get((x / group) as usize)
+                        .cloned()
+                        .unwrap_or_default()
                 } else {
                     String::new()
                 }
@@ -80,7 +87,7 @@ pub fn draw(results: &[PhaseResult], out: &Path) -> anyhow::Result<()> {
                 .filter(|r| &r.backend == store)
                 .filter_map(|r| {
                     let p = phases.iter().position(|x| x == &r.phase)? as i32;
-                    let x = p * 4 + si as i32;
+                    let x = p * group + si as i32;
                     Some(Rectangle::new(
                         [(x, 0.0), (x + 1, value(r))],
                         color.filled(),

@@ -1,5 +1,6 @@
-//! `sessiond-bench`: the same session workload against sessiond, etcd and Redis, each
-//! started on loopback by the driver itself, with a table, JSON and a chart of the results.
+//! `sessiond-bench`: the same session workload against sessiond (over gRPC, and over its
+//! HTTP/JSON API as `sessiond-http`), etcd and Redis, each started on loopback by the driver
+//! itself, with a table, JSON and a chart of the results.
 
 mod backend;
 mod chart;
@@ -67,8 +68,13 @@ const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Stores to run, in order.
-    #[arg(long, value_delimiter = ',', default_value = "sessiond,etcd,redis")]
+    /// Stores to run, in order: sessiond (gRPC), sessiond-http (the same cluster over the
+    /// HTTP/JSON API), etcd, redis.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sessiond,sessiond-http,etcd,redis"
+    )]
     backends: Vec<String>,
     /// Concurrent workers; several values run the phases once per value.
     #[arg(long, value_delimiter = ',', default_value = "64")]
@@ -207,15 +213,25 @@ fn phases(names: &[String]) -> anyhow::Result<Vec<Phase>> {
 async fn start(name: &str, args: &RunArgs) -> anyhow::Result<(Servers, Backend, String)> {
     let deadline = Instant::now() + Duration::from_secs(60);
     match name {
-        "sessiond" => {
+        "sessiond" | "sessiond-http" => {
             let bin = sessiond_bin_or_default(args.sessiond_bin.as_ref())?;
             let servers = Servers::sessiond(&bin, 3, &args.sessiond_flags, args.plaintext)?;
-            let b =
-                backend::sessiond::Sessiond::connect(&servers.endpoints, servers.client_tls()?)?;
-            let mut backend = Backend::Sessiond(b);
+            let (mut backend, protocol) = if name == "sessiond" {
+                let b = backend::sessiond::Sessiond::connect(
+                    &servers.endpoints,
+                    servers.client_tls()?,
+                )?;
+                (Backend::Sessiond(b), "gRPC through the client crate (one HTTP/2 connection per node shared by the workers)")
+            } else {
+                let b = backend::http::Http::connect(&servers.endpoints, servers.client_rustls()?)?;
+                (
+                    Backend::SessiondHttp(b),
+                    "the HTTP/JSON API (HTTP/1.1 keep-alive, one connection per worker and node)",
+                )
+            };
             ready(&mut backend, deadline).await?;
             let note = format!(
-                "sessiond: 3 nodes on loopback, {}, every write replicated and synced (fsync of the Raft log) before it is acknowledged, linearizable gets (ReadIndex); get_stale reads the receiving node's state{}",
+                "{name}: 3 nodes on loopback, {}, every write replicated and synced (fsync of the Raft log) before it is acknowledged, linearizable gets (ReadIndex); get_stale reads the receiving node's state; calls over {protocol}{}",
                 if args.plaintext { "plaintext without authentication (--insecure)" } else { "TLS on client and peer ports, client certificates" },
                 if args.sessiond_flags.is_empty() { String::new() } else { format!("; flags {}", args.sessiond_flags.join(" ")) }
             );
@@ -249,7 +265,7 @@ async fn start(name: &str, args: &RunArgs) -> anyhow::Result<(Servers, Backend, 
             ready(&mut backend, deadline).await?;
             Ok((servers, backend, "redis: ONE node, AOF appendfsync everysec — not replicated, not linearizable, up to ~1 s of acknowledged writes lost on a crash; rotation, update and revoke are Lua scripts".into()))
         }
-        other => anyhow::bail!("unknown store {other} (sessiond, etcd, redis)"),
+        other => anyhow::bail!("unknown store {other} (sessiond, sessiond-http, etcd, redis)"),
     }
 }
 

@@ -185,6 +185,20 @@ impl Servers {
         ))
     }
 
+    /// The same TLS material as [`Servers::client_tls`] (cluster CA, the driver's client
+    /// certificate) as a rustls configuration, for the HTTP/JSON backend.
+    pub fn client_rustls(&self) -> anyhow::Result<Option<std::sync::Arc<rustls::ClientConfig>>> {
+        let Some(certs) = &self.certs else {
+            return Ok(None);
+        };
+        let cert = certs.join(format!("client-{PRINCIPAL}.crt"));
+        let key = certs.join(format!("client-{PRINCIPAL}.key"));
+        let config =
+            sessiond_security::tls::client_config(&certs.join("ca.crt"), Some((&cert, &key)))
+                .context("the driver's TLS configuration")?;
+        Ok(Some(config))
+    }
+
     /// An endpoint for `url` with the driver's TLS settings when the cluster has them.
     pub fn endpoint(&self, url: &str) -> anyhow::Result<tonic::transport::Endpoint> {
         let e = tonic::transport::Endpoint::from_shared(url.to_owned())?;

@@ -46,6 +46,10 @@ enum Command {
         /// Image of the container layer (built by deploy/build-image.sh).
         #[arg(long, default_value = run::DEFAULT_IMAGE)]
         image: String,
+        /// Keep every wall clock right at the start. By default each schedule starts with one
+        /// node's clock wrong (ahead or behind, up to a day) for its whole length.
+        #[arg(long)]
+        right_clocks: bool,
     },
     /// Re-check a history file (JSON lines). Reads run.json beside it when present.
     Check {
@@ -89,6 +93,7 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             users,
             tabs,
             image,
+            right_clocks,
         } => {
             if !(3..=5).contains(&nodes) {
                 anyhow::bail!("--nodes must be 3, 4 or 5");
@@ -111,6 +116,7 @@ async fn real_main() -> anyhow::Result<ExitCode> {
                     ..BrowserOptions::default()
                 },
                 image,
+                wrong_clock: !right_clocks,
             };
             let totals = run::run(&opts).await?;
             println!("\n{}", totals.table());

@@ -48,6 +48,10 @@ pub enum Fault {
     /// Cut a follower off until the leader has purged its log past the follower's last entry,
     /// then heal: the follower must catch up by installing a snapshot, under load.
     SnapshotCatchUp,
+    /// Set the current leader's wall clock to this offset (ms), first putting right the clock
+    /// of any other node that is wrong: a scripted wrong leader clock for hand-written
+    /// schedules. Never generated; `ClockJump` covers it at random.
+    LeaderClock(i64),
 }
 
 /// Clock offsets a jump picks from, ms: a day ahead, an hour behind, and smaller steps.
@@ -86,6 +90,7 @@ impl Fault {
             | Fault::ReplaceMember
             | Fault::ClockStrobe
             | Fault::SnapshotCatchUp => 1,
+            Fault::LeaderClock(_) => 0,
         }
     }
 }
@@ -205,6 +210,7 @@ pub async fn trigger_snapshot(spec: &NodeSpec) -> Option<u64> {
 
 /// Carries out a schedule, keeping track of what it broke so it can mend it at the end.
 pub struct Nemesis {
+    seed: u64,
     rng: StdRng,
     clock: Clock,
     /// Nodes killed and not yet restarted.
@@ -218,6 +224,7 @@ pub struct Nemesis {
 impl Nemesis {
     pub fn new(seed: u64, clock: Clock) -> Nemesis {
         Nemesis {
+            seed,
             rng: StdRng::seed_from_u64(seed ^ 0x6e656d65),
             clock,
             killed: Vec::new(),
@@ -389,6 +396,30 @@ impl Nemesis {
                 }
                 self.log(start, format!("clock of {victim} {offset:+} ms"), r);
             }
+            Fault::LeaderClock(offset) => {
+                let Some(l) = leader(&nodes).await else {
+                    self.log(start, "leader clock: no leader".into(), Ok(()));
+                    return;
+                };
+                let mut r = Ok(());
+                if let Some(s) = self.skewed.filter(|s| *s != l) {
+                    r = cluster.set_clock_offset(s, 0).await;
+                    if matches!(r, Err(FaultError::Unsupported(_))) {
+                        return;
+                    }
+                    if r.is_ok() {
+                        self.skewed = None;
+                    }
+                }
+                let r = r.and(cluster.set_clock_offset(l, offset).await);
+                if matches!(r, Err(FaultError::Unsupported(_))) {
+                    return;
+                }
+                if r.is_ok() {
+                    self.skewed = (offset != 0).then_some(l);
+                }
+                self.log(start, format!("clock of leader {l} {offset:+} ms"), r);
+            }
             Fault::DiskFault => self.disk_fault(cluster, &nodes, &ids).await,
             Fault::SnapshotCatchUp => self.snapshot_catch_up(cluster, &nodes).await,
             Fault::ClockStrobe => {
@@ -526,6 +557,30 @@ impl Nemesis {
         self.log(start, what, r);
     }
 
+    /// Before the load starts: one node's wall clock set wrong for the whole schedule (a day
+    /// ahead, an hour behind or a smaller step; the leader half of the time), chosen from a
+    /// random stream of its own so that the schedule's later faults stay what its seed says.
+    /// Clock faults of the schedule then hit that node only: never a second wrong clock.
+    pub async fn wrong_clock_from_the_start<C: Cluster>(&mut self, cluster: &mut C) {
+        let start = self.clock.now_ns();
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x736b_6577);
+        let nodes = cluster.nodes();
+        let mut victim = nodes.choose(&mut rng).map(|n| n.id);
+        if rng.random_bool(0.5) {
+            victim = leader(&nodes).await.or(victim);
+        }
+        let Some(victim) = victim else { return };
+        let offset = *CLOCK_OFFSETS_MS.choose(&mut rng).unwrap_or(&86_400_000);
+        let r = cluster.set_clock_offset(victim, offset).await;
+        if matches!(r, Err(FaultError::Unsupported(_))) {
+            return;
+        }
+        if r.is_ok() {
+            self.skewed = Some(victim);
+        }
+        self.log(start, format!("startup clock of {victim} {offset:+} ms"), r);
+    }
+
     /// The node a clock fault hits: the one already wrong (never a second one), else the
     /// leader half of the time (the stamp is the leader's to make), else any.
     async fn clock_victim(&mut self, nodes: &[NodeSpec], ids: &[NodeId]) -> NodeId {
@@ -544,12 +599,25 @@ impl Nemesis {
     /// then ChangeMembership, both sent to the leader; the removed node is then destroyed.
     async fn replace_member<C: Cluster>(&mut self, cluster: &mut C) -> Result<String, FaultError> {
         let nodes = cluster.nodes();
-        let status = statuses(&nodes).await;
-        let lead = status
-            .iter()
-            .filter(|s| s.role == Role::Leader as i32)
-            .max_by_key(|s| s.term)
-            .ok_or_else(|| FaultError::Failed("no leader to change membership".into()))?;
+        // As an operator would: an election may be under way (the previous fault just cut
+        // the network), so wait a few election timeouts for a leader before giving up.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let lead = loop {
+            let status = statuses(&nodes).await;
+            let lead = status
+                .into_iter()
+                .filter(|s| s.role == Role::Leader as i32)
+                .max_by_key(|s| s.term);
+            match lead {
+                Some(l) => break l,
+                None if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                None => {
+                    return Err(FaultError::Failed("no leader to change membership".into()));
+                }
+            }
+        };
         let voters: Vec<NodeId> = lead
             .members
             .iter()
@@ -598,6 +666,7 @@ impl Nemesis {
         let mut change = tonic::Request::new(ChangeMembershipRequest {
             voters: new_voters.clone(),
             retain: false,
+            ..Default::default()
         });
         change.set_timeout(Duration::from_secs(10));
         admin

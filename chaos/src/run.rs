@@ -34,6 +34,9 @@ pub struct RunOptions {
     pub browsers: BrowserOptions,
     /// The image the container layer runs.
     pub image: String,
+    /// Start every schedule with one node's wall clock wrong (see
+    /// [`Nemesis::wrong_clock_from_the_start`]); tests of a hand-written schedule leave it off.
+    pub wrong_clock: bool,
 }
 
 /// The image `deploy/build-image.sh` builds by default.
@@ -197,6 +200,7 @@ pub async fn drive<C: Cluster>(
     schedule: &Schedule,
     length: Duration,
     browsers: &BrowserOptions,
+    wrong_clock: bool,
 ) -> anyhow::Result<Vec<Event>> {
     let seed = schedule.seed;
     let clock = Clock::start();
@@ -209,6 +213,9 @@ pub async fn drive<C: Cluster>(
         anyhow::bail!("no leader within 30 s of starting the cluster");
     }
     let mut nem = Nemesis::new(seed, clock);
+    if wrong_clock {
+        nem.wrong_clock_from_the_start(cluster).await;
+    }
     let workload = {
         let (endpoints, browsers, rec) = (endpoints.clone(), browsers.clone(), rec.clone());
         tokio::spawn(async move { browser::run(&endpoints, &browsers, seed, &rec, length).await })
@@ -341,7 +348,14 @@ async fn drive_and_check<C: Cluster>(
     mut cluster: C,
 ) -> anyhow::Result<ScheduleResult> {
     let length = Duration::from_secs_f64(opts.seconds);
-    let driven = drive(&mut cluster, schedule, length, &opts.browsers).await;
+    let driven = drive(
+        &mut cluster,
+        schedule,
+        length,
+        &opts.browsers,
+        opts.wrong_clock,
+    )
+    .await;
     finish(opts, schedule.seed, started, driven, cluster).await
 }
 

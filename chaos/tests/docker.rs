@@ -53,6 +53,7 @@ async fn every_fault_kind_runs_on_containers() {
         out: out.path().to_path_buf(),
         browsers: BrowserOptions::default(),
         image: DEFAULT_IMAGE.into(),
+        wrong_clock: false,
     };
     let schedule = Schedule {
         seed: 91,

@@ -21,6 +21,7 @@ fn opts(nodes: usize, out: &std::path::Path) -> RunOptions {
         out: out.to_path_buf(),
         browsers: BrowserOptions::default(),
         image: sessiond_chaos::run::DEFAULT_IMAGE.into(),
+        wrong_clock: false,
     }
 }
 
@@ -143,4 +144,41 @@ async fn a_rotation_committed_late_is_not_judged_a_reuse() {
         r.answer
     );
     common::assert_checks(&r.events);
+}
+
+/// Two wrong leader clocks under the browsers' load, one after the other: a leader a day
+/// ahead, then (after it is cut off and another node leads) a leader an hour behind. The
+/// checker holds every read to real time: a stamp that followed either leader's clock would
+/// expire sessions early (a day ahead) or keep grace windows and rotation intervals open and
+/// expired sessions alive (time frozen an hour back), and the history would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_a_day_ahead_then_one_an_hour_behind_change_nothing_under_load() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let mut o = opts(3, out.path());
+    o.seconds = 7.0;
+    let schedule = Schedule {
+        seed: 12,
+        steps: vec![
+            (Duration::from_millis(500), Fault::LeaderClock(86_400_000)),
+            (Duration::from_millis(2500), Fault::IsolateLeader),
+            (Duration::from_millis(3500), Fault::Heal),
+            (Duration::from_millis(4000), Fault::LeaderClock(-3_600_000)),
+        ],
+    };
+    let r = inproc_schedule(&o, &schedule)
+        .await
+        .expect("schedule runs");
+    let clocks: Vec<String> = r
+        .events
+        .iter()
+        .filter(|e| e.op == op::NEMESIS && e.result == Outcome::Ok)
+        .filter_map(|e| e.args.nemesis.clone())
+        .filter(|n| n.starts_with("clock of leader"))
+        .collect();
+    assert!(
+        clocks.iter().any(|c| c.ends_with("+86400000 ms"))
+            && clocks.iter().any(|c| c.ends_with("-3600000 ms")),
+        "both wrong leader clocks were set: {clocks:?}"
+    );
+    common::assert_healthy(&r);
 }

@@ -90,7 +90,7 @@ async fn a_follower_serving_stale_reads_while_behind_is_caught() {
     })
     .await
     .expect("cluster starts");
-    let r = probe::lagging_follower(&mut cluster, 2_500)
+    let r = probe::lagging_follower(&mut cluster, 8_000)
         .await
         .expect("probe runs");
     cluster.shutdown().await.expect("shutdown");

@@ -193,28 +193,32 @@ async fn a_crash_inside_a_snapshot_install_is_finished_on_restart() {
         .filter(|i| *i != follower)
         .collect();
     cluster
-        .partition(&[rest])
+        .partition(&[rest.clone()])
         .await
         .expect("cut the follower off");
     cluster
         .disk_fault(follower, Point::SnapshotInstall, Some("1*return(crash)"))
         .await
         .expect("arm the failpoint");
-    // Write until the leader's log no longer reaches back to the follower's last entry.
-    let mut purged = 0;
+    // Write until neither connected node's log reaches back to the follower's last entry: the
+    // cut-off follower's rising term can unseat the leader on heal, and whichever of the two
+    // leads then must send a snapshot, not entries.
+    let mut purged = vec![0; rest.len()];
     let deadline = Instant::now() + Duration::from_secs(60);
-    while purged <= behind && Instant::now() < deadline {
+    while purged.iter().any(|p| *p <= behind) && Instant::now() < deadline {
         for _ in 0..100 {
             let created = c.create_session(NewSession::for_user("install")).await;
             acked.push(created.expect("create while the follower is cut off").token);
         }
-        purged = nemesis::trigger_snapshot(&spec(&nodes, leader))
-            .await
-            .unwrap_or(purged);
+        for (id, p) in rest.iter().zip(purged.iter_mut()) {
+            *p = nemesis::trigger_snapshot(&spec(&nodes, *id))
+                .await
+                .unwrap_or(*p);
+        }
     }
     assert!(
-        purged > behind,
-        "the leader purged to {purged}, follower at {behind}"
+        purged.iter().all(|p| *p > behind),
+        "nodes {rest:?} purged to {purged:?}, follower at {behind}"
     );
     let target = status(&spec(&nodes, leader))
         .await
@@ -259,6 +263,7 @@ async fn a_schedule_of_disk_faults_and_a_snapshot_catch_up_checks_out() {
         out: out.path().to_path_buf(),
         browsers: BrowserOptions::default(),
         image: sessiond_chaos::run::DEFAULT_IMAGE.into(),
+        wrong_clock: false,
     };
     let schedule = Schedule {
         seed: 91,

@@ -747,14 +747,24 @@ impl Client {
     }
 
     /// Learn from a failed call to endpoint `i`: the node that answered, the leader it names,
-    /// or, without an answer from sessiond itself, that the endpoint is unreachable.
+    /// or, without an answer from sessiond itself, that the endpoint is unreachable. A node
+    /// that answers UNAVAILABLE or NOT_LEADER without naming a leader (an election, a node
+    /// whose disk failed) is skipped for a while too: the next attempt asks another node
+    /// rather than the same one again as "the last leader known".
     fn learn(&self, i: usize, status: &tonic::Status) {
         self.learn_node(i, status.metadata());
         match detail(status) {
-            Some(d) => self.learn_hint(
+            Some(d) if d.leader_id != 0 || !d.leader_addr.is_empty() => self.learn_hint(
                 (d.leader_id != 0).then_some(d.leader_id),
                 Some(d.leader_addr.as_str()).filter(|a| !a.is_empty()),
             ),
+            Some(d)
+                if d.code == pb::ErrorCode::Unavailable as i32
+                    || d.code == pb::ErrorCode::NotLeader as i32 =>
+            {
+                self.mark_down(i)
+            }
+            Some(_) => {}
             None => self.mark_down(i),
         }
     }
@@ -1517,6 +1527,40 @@ mod tests {
         // A hint without a node id (an older node) still matches the spelling.
         c.learn_answer(0, &metadata(&[(LEADER_KEY, "127.0.0.1:7002")]));
         assert_eq!(leader(&c), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_node_that_names_no_leader_is_not_asked_again_as_the_leader() {
+        use sessiond_proto::NODE_KEY;
+        let c = Client::builder(["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"])
+            .build()
+            .unwrap();
+        let leader = |c: &Client| c.inner.known.lock().unwrap().leader;
+        c.learn_answer(0, &metadata(&[(NODE_KEY, "1")]));
+        c.learn(1, &not_leader("2", 1, "127.0.0.1:7001"));
+        assert_eq!(leader(&c), Some(0));
+        // Node 1 answers, but names no leader (its disk failed, or an election is on):
+        // leader-only calls go to the other endpoints, not back to node 1.
+        c.learn(0, &not_leader("1", 0, ""));
+        assert_eq!(leader(&c), None);
+        let picked: std::collections::BTreeSet<_> = (0..6).map(|_| c.pick(true)).collect();
+        assert_eq!(picked, [1, 2].into_iter().collect());
+        // An error that is the request's own (an unknown token, say) changes nothing.
+        c.learn(1, &not_leader("2", 3, "127.0.0.1:7003"));
+        let mut unknown = not_leader("3", 0, "");
+        {
+            use prost::Message;
+            let d = pb::ErrorDetail {
+                code: pb::ErrorCode::NotFound as i32,
+                ..Default::default()
+            };
+            unknown.metadata_mut().insert_bin(
+                sessiond_proto::ERROR_DETAIL_KEY,
+                MetadataValue::from_bytes(&d.encode_to_vec()),
+            );
+        }
+        c.learn(2, &unknown);
+        assert_eq!(leader(&c), Some(2));
     }
 
     #[tokio::test]

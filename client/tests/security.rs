@@ -243,7 +243,17 @@ impl Cluster for Fake {
     ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    type BackupStream = BackupStream;
+    async fn backup(
+        &self,
+        _: Request<pb::BackupRequest>,
+    ) -> Result<Response<BackupStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
+
+type BackupStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
 /// A running fake node.
 struct Node {

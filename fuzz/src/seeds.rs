@@ -178,6 +178,7 @@ fn grpc_requests() -> Vec<Seed> {
             pb::ChangeMembershipRequest {
                 voters: vec![1, 2, 4],
                 retain: false,
+                ..Default::default()
             }
             .encode_to_vec(),
         ),
@@ -197,6 +198,40 @@ fn grpc_requests() -> Vec<Seed> {
             )
         })
         .collect();
+    // JSON bodies as the HTTP/JSON API receives them.
+    let json_bodies: [(usize, &str, String); 4] = [
+        (
+            0,
+            "create",
+            r#"{"userId":"alice","data":"aGk=","attributes":{"ua":"x"},"idleTimeoutMs":"60000","requestId":"AAECAwQFBgcICQoLDA0ODw=="}"#
+                .to_string(),
+        ),
+        (
+            1,
+            "get",
+            format!(r#"{{"token":"{}","consistency":"CONSISTENCY_STALE","touch":true}}"#, token(1)),
+        ),
+        (
+            3,
+            "update",
+            format!(
+                r#"{{"session":{{"id":"{}"}},"expectedVersion":7,"data":"","attributes":{{"entries":{{}}}},"requestId":"AAECAwQFBgcICQoLDA0ODw=="}}"#,
+                id(2)
+            ),
+        ),
+        (
+            7,
+            "list",
+            r#"{"user_id":"bob","pageSize":10,"pageToken":""}"#.to_string(),
+        ),
+    ];
+    for (kind, name, body) in json_bodies {
+        out.push((
+            "grpc_requests",
+            format!("json-{name}.bin"),
+            with(grpc::raw_selector(kind), body.as_bytes()),
+        ));
+    }
     for kind in 0..grpc::MESSAGES.len() {
         out.push((
             "grpc_requests",
@@ -366,6 +401,7 @@ fn peer_envelopes() -> Vec<Seed> {
             pb::RaftReply {
                 payload: payload.clone(),
                 wall_ms: Some(1_700_000_000_000),
+                floor_ms: Some(1_699_999_999_000),
             }
             .encode_to_vec()
         };

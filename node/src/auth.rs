@@ -16,12 +16,12 @@
 //! With `--insecure` every caller is the anonymous principal with every role.
 
 use crate::api::caller::Caller;
-use crate::api::error::{self, ApiError, Kind};
-use crate::api::grpc;
+use crate::api::error::{self, ApiError};
 use crate::api::route::FORWARDED_FOR_KEY;
+use crate::api::{grpc, json};
 use crate::metrics::Metrics;
 use futures::future::BoxFuture;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response};
 use rustls::pki_types::CertificateDer;
 use sessiond_security::access::AccessStore;
 use sessiond_security::{identity, Principal, Role};
@@ -142,28 +142,32 @@ pub struct Authenticate<S> {
     layer: AuthLayer,
 }
 
-/// The refusal: a gRPC status for gRPC requests, a bare HTTP status otherwise.
-fn refusal<B, RB: Default>(req: &Request<B>, e: ApiError) -> Response<RB> {
-    let grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
-    if grpc {
+/// A response body the refusal can be written into: the tonic body the client port's
+/// services answer with, or axum's (an HTTP router behind the layer).
+pub trait RefusalBody: Default {
+    /// A body holding `bytes`.
+    fn from_bytes(bytes: bytes::Bytes) -> Self;
+}
+
+impl RefusalBody for tonic::body::Body {
+    fn from_bytes(bytes: bytes::Bytes) -> Self {
+        tonic::body::Body::new(axum::body::Body::from(bytes))
+    }
+}
+
+impl RefusalBody for axum::body::Body {
+    fn from_bytes(bytes: bytes::Bytes) -> Self {
+        axum::body::Body::from(bytes)
+    }
+}
+
+/// The refusal: a gRPC status for gRPC requests, the HTTP/JSON API's error answer otherwise
+/// (status and `ErrorDetail` as JSON, as its handlers answer errors).
+fn refusal<B, RB: RefusalBody>(req: &Request<B>, e: ApiError) -> Response<RB> {
+    if json::is_grpc(req.headers()) {
         return grpc::to_status(e).into_http();
     }
-    let mut r = Response::new(RB::default());
-    *r.status_mut() = match e.kind {
-        Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
-        _ => StatusCode::FORBIDDEN,
-    };
-    if e.kind == Kind::Unauthenticated {
-        r.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-    }
-    r
+    json::error_answer(&e, RB::from_bytes)
 }
 
 impl<S, B, RB> Service<Request<B>> for Authenticate<S>
@@ -171,7 +175,7 @@ where
     S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
-    RB: Default + Send + 'static,
+    RB: RefusalBody + Send + 'static,
 {
     type Response = Response<RB>;
     type Error = S::Error;

@@ -10,7 +10,10 @@
 //!   the voters, the stamp is their median, else it is the replicated time advanced by the
 //!   monotonic clock; and never less than the last stamp or the replicated time, so time keeps
 //!   moving at the monotonic rate whatever the clocks do. A leader whose own clock is a day
-//!   off is outvoted by the others.
+//!   off is outvoted by the others. Of two sampled clocks (two of three voters reachable) the
+//!   one nearer the best floor is taken — the floor being replicated time advanced since it
+//!   was applied, the leader's own or one a peer reports in its reply, whichever is later — so
+//!   a leader just restarted on an old log does not follow its own wrong clock.
 //! - **Skew**: every node knows how far its clock is from the cluster time (the leader from the
 //!   median, a follower from the cluster time each AppendEntries carries) and reports it past
 //!   `--max-clock-skew-ms` (metric, log, `Status`).
@@ -59,6 +62,9 @@ struct Sample {
 struct State {
     /// Peers' clocks, from AppendEntries replies.
     samples: BTreeMap<NodeId, Sample>,
+    /// Peers' replicated time advanced by their monotonic clocks (their floors), from the
+    /// same replies.
+    floors: BTreeMap<NodeId, Sample>,
     /// Replicated time as last applied here, and when.
     applied: Option<Sample>,
     /// The last stamp handed out.
@@ -93,12 +99,23 @@ fn advanced(s: Sample, now: Instant) -> u64 {
         .saturating_add(now.saturating_duration_since(s.at).as_millis() as u64)
 }
 
-/// The median of `v` (the lower middle element for an even count); `None` if empty.
-fn median(mut v: Vec<u64>) -> Option<u64> {
+/// The median of `v`; `None` if empty. For an even count (two of three voters sampled, say)
+/// the two middle clocks are candidates and the one nearer `anchor` (the replicated time
+/// advanced by the monotonic clock) is taken: when they disagree, one of them is wrong, and
+/// the cluster's own time tells which — a clock ahead or behind by more than the gap since the
+/// last stamp never drives the stamp, in either direction.
+fn median(mut v: Vec<u64>, anchor: u64) -> Option<u64> {
     v.sort_unstable();
     match v.len() {
         0 => None,
-        n => Some(v[(n - 1) / 2]),
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => {
+            let (lo, hi) = (v[n / 2 - 1], v[n / 2]);
+            Some(match hi.abs_diff(anchor) < lo.abs_diff(anchor) {
+                true => hi,
+                false => lo,
+            })
+        }
     }
 }
 
@@ -109,6 +126,7 @@ impl Clocks {
             wall,
             state: Arc::new(Mutex::new(State {
                 samples: BTreeMap::new(),
+                floors: BTreeMap::new(),
                 applied: None,
                 last_stamp: 0,
                 self_id: 0,
@@ -146,12 +164,23 @@ impl Clocks {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Leader: peer `id` answered a message sent at `sent` with its wall clock `wall_ms`,
-    /// received now.
-    pub fn peer_sample(&self, id: NodeId, wall_ms: u64, sent: Instant) {
+    /// Leader: peer `id` answered a message sent at `sent` with its wall clock `wall_ms` and
+    /// its floor (replicated time advanced since it applied it), received now.
+    pub fn peer_sample(&self, id: NodeId, wall_ms: u64, floor_ms: Option<u64>, sent: Instant) {
         let now = Instant::now();
         let at = sent + now.saturating_duration_since(sent) / 2;
-        self.lock().samples.insert(id, Sample { wall_ms, at });
+        let mut st = self.lock();
+        st.samples.insert(id, Sample { wall_ms, at });
+        if let Some(floor) = floor_ms {
+            st.floors.insert(id, Sample { wall_ms: floor, at });
+        }
+    }
+
+    /// This node's floor: the replicated time it applied last, advanced by its monotonic clock
+    /// since (`None` before it applied any).
+    pub fn floor_ms(&self) -> Option<u64> {
+        let now = Instant::now();
+        self.lock().applied.map(|s| advanced(s, now))
     }
 
     /// The replicated (state-machine) time after an apply, observed now.
@@ -199,17 +228,27 @@ impl Clocks {
                 false => st.samples.get(id).filter(fresh).map(|s| advanced(*s, now)),
             })
             .collect();
+        // The best lower bound of cluster time, to tell two disagreeing clocks apart: this
+        // node's floor, or a voter's that applied a later stamp more recently (this node may
+        // have just restarted on an old log).
+        let peer_floor = voters
+            .iter()
+            .filter_map(|id| st.floors.get(id).filter(fresh).map(|s| advanced(*s, now)))
+            .max()
+            .unwrap_or(0);
         let replicated = st
             .applied
             .map_or(replicated_ms, |s| advanced(s, now))
             .max(replicated_ms);
+        let anchor = replicated.max(peer_floor).max(st.last_stamp);
         let median = match clocks.len() > voters.len() / 2 {
-            true => median(clocks),
+            true => median(clocks, anchor),
             false => None,
         };
         if let (Some(m), true) = (median, voters.contains(&self_id)) {
             self.measured(own as i64 - m as i64);
         }
+        // The peers' floors only choose between clocks: a peer's word alone never moves time.
         let time = median
             .unwrap_or(replicated)
             .max(replicated)
@@ -334,8 +373,8 @@ mod tests {
         let (c, _) = clocks(T + DAY);
         c.applied(T);
         let now = Instant::now();
-        c.peer_sample(2, T + 10, now);
-        c.peer_sample(3, T - 10, now);
+        c.peer_sample(2, T + 10, None, now);
+        c.peer_sample(3, T - 10, None, now);
         c.set_membership(1, vec![1, 2, 3]);
         let stamp = c.stamp(T);
         assert!(
@@ -344,6 +383,55 @@ mod tests {
         );
         assert!(c.skewed(), "its own clock is reported");
         assert!(c.skew_ms() > (DAY - 1_000) as i64);
+    }
+
+    #[test]
+    fn of_two_disagreeing_clocks_the_one_near_replicated_time_drives_the_stamp() {
+        // Two of three voters sampled (the third is cut off), the leader's own clock wrong,
+        // and replicated time a little behind (the leader restarted): the peer's right clock
+        // is followed, whether the leader's is behind or ahead.
+        for own in [T - 2_000, T + DAY] {
+            let (c, _) = clocks(own);
+            c.applied(T - 300);
+            c.peer_sample(2, T, None, Instant::now());
+            c.set_membership(1, vec![1, 2, 3]);
+            let stamp = c.stamp(T - 300);
+            assert!((T..T + 1_000).contains(&stamp), "own {own}: stamp {stamp}");
+            assert!(c.skewed(), "own {own}: its clock is reported");
+        }
+        // The leader's clock right, the peer's wrong: its own is followed.
+        for peer in [T - 2_000, T + DAY] {
+            let (c, _) = clocks(T);
+            c.applied(T - 300);
+            c.peer_sample(2, peer, None, Instant::now());
+            c.set_membership(1, vec![1, 2, 3]);
+            let stamp = c.stamp(T - 300);
+            assert!(
+                (T..T + 1_000).contains(&stamp),
+                "peer {peer}: stamp {stamp}"
+            );
+            assert!(!c.skewed(), "peer {peer}: the leader's clock is right");
+        }
+    }
+
+    #[test]
+    fn a_restarted_leader_takes_a_peers_floor_to_tell_the_right_clock() {
+        // The leader's clock is 2 s behind and it re-applied its log after being down 1.1 s:
+        // its own floor is 1.1 s behind, nearer its wrong clock than the right one. The peer's
+        // floor (it kept applying) shows which of the two clocks is right.
+        let (c, _) = clocks(T - 2_000);
+        c.applied(T - 1_100);
+        c.set_membership(1, vec![1, 2, 3]);
+        let now = Instant::now();
+        c.peer_sample(2, T, Some(T - 20), now);
+        let stamp = c.stamp(T - 1_100);
+        assert!((T - 20..T + 1_000).contains(&stamp), "stamp {stamp}");
+        // Without the peer's floor the wrong clock would have been taken.
+        let (old, _) = clocks(T - 2_000);
+        old.applied(T - 1_100);
+        old.set_membership(1, vec![1, 2, 3]);
+        old.peer_sample(2, T, None, now);
+        assert!(old.stamp(T - 1_100) < T - 500);
     }
 
     #[test]
@@ -367,8 +455,8 @@ mod tests {
         let (c, _) = clocks(T);
         c.applied(T + DAY);
         let now = Instant::now();
-        c.peer_sample(2, T, now);
-        c.peer_sample(3, T, now);
+        c.peer_sample(2, T, None, now);
+        c.peer_sample(3, T, None, now);
         c.set_membership(1, vec![1, 2, 3]);
         let first = c.stamp(T + DAY);
         std::thread::sleep(Duration::from_millis(30));
@@ -418,8 +506,8 @@ mod tests {
             "no samples yet: replicated time"
         );
         let now = Instant::now();
-        c.peer_sample(2, T, now);
-        c.peer_sample(3, T + 5, now);
+        c.peer_sample(2, T, None, now);
+        c.peer_sample(3, T + 5, None, now);
         let r = c.read_now(T - 600_000);
         assert!((T..T + 1_000).contains(&r), "{r}");
         // A follower (no samples) keeps to replicated time.
@@ -442,9 +530,14 @@ mod tests {
 
     #[test]
     fn median_of_voters() {
-        assert_eq!(median(vec![]), None);
-        assert_eq!(median(vec![5]), Some(5));
-        assert_eq!(median(vec![9, 1, 5]), Some(5));
-        assert_eq!(median(vec![9, 1, 5, 7]), Some(5));
+        assert_eq!(median(vec![], 0), None);
+        assert_eq!(median(vec![5], 0), Some(5));
+        assert_eq!(median(vec![9, 1, 5], 0), Some(5));
+        assert_eq!(median(vec![9, 1, 5], 100), Some(5));
+        // Even counts: of the two middle clocks, the one nearer the anchor.
+        assert_eq!(median(vec![9, 1, 5, 7], 0), Some(5));
+        assert_eq!(median(vec![9, 1, 5, 7], 7), Some(7));
+        assert_eq!(median(vec![100, 2_000], 1_900), Some(2_000));
+        assert_eq!(median(vec![100, 2_000], 150), Some(100));
     }
 }

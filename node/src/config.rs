@@ -29,6 +29,11 @@ pub enum Command {
     Dev(DevArgs),
     /// Create a cluster's certificates, credentials and seal key.
     Certs(crate::certs::CertsArgs),
+    /// Back up the applied state of a stopped node's data directory (see also `sessionctl
+    /// backup`, which backs up a running cluster).
+    Backup(crate::recovery::BackupArgs),
+    /// Seed the empty data directory of one member of a new cluster from a backup file.
+    Restore(crate::recovery::RestoreArgs),
 }
 
 /// Log line format.
@@ -64,6 +69,25 @@ pub struct ServeArgs {
     /// This node's id (> 0), unique in the cluster and never reused.
     #[arg(long, env = "SESSIOND_NODE_ID")]
     pub node_id: Option<u64>,
+    /// Take the node id from the ordinal of a StatefulSet pod's name (`sessiond-2` → 3), and
+    /// advertise the pod's stable name under --peer-domain: the image has no shell to
+    /// compute them, and every pod of a StatefulSet gets the same settings.
+    #[arg(long, env = "SESSIOND_NODE_ID_FROM_ORDINAL")]
+    pub node_id_from_ordinal: bool,
+    /// The pod's name, `<statefulset>-<ordinal>` (default: the `HOSTNAME` variable, which a
+    /// StatefulSet pod's runtime sets to it). Only with --node-id-from-ordinal.
+    #[arg(long, env = "SESSIOND_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// DNS domain of the StatefulSet's headless Service, e.g.
+    /// `sessiond-peers.default.svc.cluster.local`: a pod is reached at `<pod>.<domain>`.
+    /// Only with --node-id-from-ordinal.
+    #[arg(long, env = "SESSIOND_PEER_DOMAIN")]
+    pub peer_domain: Option<String>,
+    /// Bootstrap a new cluster of the pods with ordinals 0..N (1 to 7): the --initial-cluster
+    /// they would be given by hand. Pods of higher ordinals start without one and wait to be
+    /// added, so scaling up changes nothing here. Only with --node-id-from-ordinal.
+    #[arg(long, env = "SESSIOND_INITIAL_CLUSTER_SIZE")]
+    pub initial_cluster_size: Option<u32>,
     /// Directory of this node's RocksDB and snapshots.
     #[arg(long, env = "SESSIOND_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -197,6 +221,10 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     node_id: Option<u64>,
+    node_id_from_ordinal: Option<bool>,
+    pod_name: Option<String>,
+    peer_domain: Option<String>,
+    initial_cluster_size: Option<u32>,
     data_dir: Option<PathBuf>,
     client_addr: Option<SocketAddr>,
     peer_addr: Option<SocketAddr>,
@@ -310,16 +338,34 @@ impl ServeArgs {
             }
             None => FileConfig::default(),
         };
-        let node_id = pick!(self, file, node_id).context("--node-id is required")?;
-        if node_id == 0 {
+        let explicit_id = pick!(self, file, node_id);
+        let from_ordinal = self.node_id_from_ordinal || file.node_id_from_ordinal.unwrap_or(false);
+        if explicit_id == Some(0) {
             bail!("--node-id must be greater than 0");
         }
         let data_dir = pick!(self, file, data_dir).context("--data-dir is required")?;
         let client_addr = pick!(self, file, client_addr).context("--client-addr is required")?;
         let peer_addr = pick!(self, file, peer_addr).context("--peer-addr is required")?;
-        let initial_cluster = match pick!(self, file, initial_cluster) {
+        let explicit_cluster = pick!(self, file, initial_cluster);
+        let pod = self.pod_identity(&file, from_ordinal, client_addr, peer_addr)?;
+        // With an explicit --initial-cluster, pod_identity has refused
+        // --initial-cluster-size, so the derived cluster is empty and nothing is lost.
+        let (node_id, derived_cluster, derived_client, derived_peer) = match (explicit_id, pod) {
+            (Some(id), None) => (id, None, None, None),
+            (None, Some(pod)) => (
+                pod.node_id,
+                Some(pod.initial_cluster),
+                Some(pod.advertise_client_addr),
+                Some(pod.advertise_peer_addr),
+            ),
+            (Some(id), Some(pod)) => return Err(OrdinalError::NodeIdGiven(id, pod.node_id).into()),
+            (None, None) => {
+                bail!("--node-id is required (or --node-id-from-ordinal in a StatefulSet)")
+            }
+        };
+        let initial_cluster = match explicit_cluster {
             Some(s) => parse_initial_cluster(&s)?,
-            None => BTreeMap::new(),
+            None => derived_cluster.unwrap_or_default(),
         };
         if !initial_cluster.is_empty() && !initial_cluster.contains_key(&node_id) {
             bail!("--initial-cluster does not list this node's id {node_id}");
@@ -414,8 +460,10 @@ impl ServeArgs {
             client_addr,
             peer_addr,
             advertise_client_addr: pick!(self, file, advertise_client_addr)
+                .or(derived_client)
                 .unwrap_or_else(|| client_addr.to_string()),
             advertise_peer_addr: pick!(self, file, advertise_peer_addr)
+                .or(derived_peer)
                 .unwrap_or_else(|| peer_addr.to_string()),
             metrics_addr: pick!(self, file, metrics_addr),
             initial_cluster,
@@ -442,6 +490,47 @@ impl ServeArgs {
             security,
             metrics_tls,
         })
+    }
+
+    /// The identity `--node-id-from-ordinal` derives, or None without it; the StatefulSet
+    /// settings are refused without it rather than silently ignored.
+    fn pod_identity(
+        &self,
+        file: &FileConfig,
+        from_ordinal: bool,
+        client_addr: SocketAddr,
+        peer_addr: SocketAddr,
+    ) -> Result<Option<PodIdentity>, OrdinalError> {
+        let pod_name = pick!(self, file, pod_name);
+        let peer_domain = pick!(self, file, peer_domain);
+        let initial_cluster_size = pick!(self, file, initial_cluster_size);
+        if !from_ordinal {
+            let stray = [
+                ("--pod-name", pod_name.is_some()),
+                ("--peer-domain", peer_domain.is_some()),
+                ("--initial-cluster-size", initial_cluster_size.is_some()),
+            ];
+            return match stray.into_iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(OrdinalError::WithoutOrdinal(flag)),
+                None => Ok(None),
+            };
+        }
+        let pod_name = pod_name
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .filter(|n| !n.is_empty())
+            .ok_or(OrdinalError::NoPodName)?;
+        let peer_domain = peer_domain.ok_or(OrdinalError::NoPeerDomain)?;
+        if initial_cluster_size.is_some() && pick!(self, file, initial_cluster).is_some() {
+            return Err(OrdinalError::InitialClusterGiven);
+        }
+        pod_identity(&StatefulSetPod {
+            pod_name: &pod_name,
+            peer_domain: &peer_domain,
+            initial_cluster_size,
+            client_port: client_addr.port(),
+            peer_port: peer_addr.port(),
+        })
+        .map(Some)
     }
 
     /// TLS files from the flags, the file config and `--certs-dir`; or `--insecure`.
@@ -506,6 +595,174 @@ pub fn parse_initial_cluster(s: &str) -> anyhow::Result<BTreeMap<u64, String>> {
         }
     }
     Ok(out)
+}
+
+/// Most voters `--initial-cluster-size` accepts: more only slow every commit down.
+pub const MAX_INITIAL_CLUSTER_SIZE: u32 = 7;
+
+/// What a StatefulSet pod knows of itself, the input of [`pod_identity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatefulSetPod<'a> {
+    /// `<statefulset>-<ordinal>`.
+    pub pod_name: &'a str,
+    /// The headless Service's domain: a pod is reached at `<pod>.<domain>`.
+    pub peer_domain: &'a str,
+    /// Pods `0..size` bootstrap the cluster; None: no initial cluster.
+    pub initial_cluster_size: Option<u32>,
+    /// The client port every pod listens on (one pod template for all).
+    pub client_port: u16,
+    /// The peer port every pod listens on.
+    pub peer_port: u16,
+}
+
+/// A pod's node identity derived from its place in the StatefulSet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIdentity {
+    /// Ordinal + 1: node ids start at 1, ordinals at 0.
+    pub node_id: u64,
+    /// Pods `0..size` by peer address when this pod is one of them; empty otherwise (a pod
+    /// added later waits to be added as a learner).
+    pub initial_cluster: BTreeMap<u64, String>,
+    /// `<pod>.<domain>:<client port>`: the name stays with the pod across restarts and moves.
+    pub advertise_client_addr: String,
+    /// `<pod>.<domain>:<peer port>`.
+    pub advertise_peer_addr: String,
+}
+
+/// Why a StatefulSet pod's identity cannot be derived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrdinalError {
+    #[error(
+        "--node-id-from-ordinal: pod name `{0}` does not end in `-<ordinal>` (a StatefulSet \
+         pod is named `<statefulset>-<ordinal>`, e.g. `sessiond-0`)"
+    )]
+    NoOrdinal(String),
+    #[error(
+        "--node-id-from-ordinal: pod name `{0}` is not a DNS label (1 to 63 characters of \
+         a-z 0-9 -, starting and ending with a letter or digit)"
+    )]
+    BadPodName(String),
+    #[error(
+        "--node-id-from-ordinal needs the pod's name: set --pod-name (SESSIOND_POD_NAME) or \
+         HOSTNAME"
+    )]
+    NoPodName,
+    #[error(
+        "--node-id-from-ordinal needs --peer-domain (SESSIOND_PEER_DOMAIN), the headless \
+         Service's domain, e.g. `sessiond-peers.default.svc.cluster.local`"
+    )]
+    NoPeerDomain,
+    #[error("--peer-domain `{domain}`: {reason}")]
+    BadPeerDomain {
+        domain: String,
+        reason: &'static str,
+    },
+    #[error(
+        "--initial-cluster-size {0} is out of range: a cluster starts with 1 to {max} voters \
+         (3 or 5 make sense)",
+        max = MAX_INITIAL_CLUSTER_SIZE
+    )]
+    SizeOutOfRange(u32),
+    #[error(
+        "--node-id {0} conflicts with --node-id-from-ordinal (which gives {1} here); give one \
+         of them"
+    )]
+    NodeIdGiven(u64, u64),
+    #[error(
+        "--initial-cluster conflicts with --initial-cluster-size (which derives it); give one \
+         of them"
+    )]
+    InitialClusterGiven,
+    #[error("{0} is used only with --node-id-from-ordinal")]
+    WithoutOrdinal(&'static str),
+}
+
+/// Split a StatefulSet pod name into its set's name and ordinal: `sessiond-2` → (`sessiond`,
+/// 2). The name must be a DNS label, as the pod's hostname is.
+pub fn statefulset_ordinal(pod_name: &str) -> Result<(&str, u32), OrdinalError> {
+    if !is_dns_label(pod_name) {
+        return Err(OrdinalError::BadPodName(pod_name.to_string()));
+    }
+    let no_ordinal = || OrdinalError::NoOrdinal(pod_name.to_string());
+    let (set, digits) = pod_name.rsplit_once('-').ok_or_else(no_ordinal)?;
+    // A StatefulSet writes ordinals in decimal without leading zeros; anything else was
+    // named by hand and would map two names to one id.
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    if set.is_empty() || !canonical {
+        return Err(no_ordinal());
+    }
+    let ordinal = digits.parse::<u32>().map_err(|_| no_ordinal())?;
+    Ok((set, ordinal))
+}
+
+/// Derive a StatefulSet pod's node id, initial cluster and advertised addresses from its
+/// name: ordinal `n` is node `n + 1`, reached at `<set>-<n>.<domain>`. Pure, so that every
+/// pod of the set computes the same cluster from the same settings.
+pub fn pod_identity(pod: &StatefulSetPod<'_>) -> Result<PodIdentity, OrdinalError> {
+    let (set, ordinal) = statefulset_ordinal(pod.pod_name)?;
+    check_peer_domain(pod.peer_domain)?;
+    let host = |n: u32| -> Result<String, OrdinalError> {
+        let name = format!("{set}-{n}.{}", pod.peer_domain);
+        if name.len() > 253 {
+            return Err(OrdinalError::BadPeerDomain {
+                domain: pod.peer_domain.to_string(),
+                reason: "the pods' names under it would be longer than 253 characters",
+            });
+        }
+        Ok(name)
+    };
+    let own = host(ordinal)?;
+    let mut initial_cluster = BTreeMap::new();
+    if let Some(size) = pod.initial_cluster_size {
+        if !(1..=MAX_INITIAL_CLUSTER_SIZE).contains(&size) {
+            return Err(OrdinalError::SizeOutOfRange(size));
+        }
+        if ordinal < size {
+            for n in 0..size {
+                initial_cluster.insert(u64::from(n) + 1, format!("{}:{}", host(n)?, pod.peer_port));
+            }
+        }
+    }
+    Ok(PodIdentity {
+        node_id: u64::from(ordinal) + 1,
+        initial_cluster,
+        advertise_client_addr: format!("{own}:{}", pod.client_port),
+        advertise_peer_addr: format!("{own}:{}", pod.peer_port),
+    })
+}
+
+/// A relative or fully qualified DNS name without the trailing dot: lowercase labels, as
+/// Kubernetes names Services and namespaces.
+fn check_peer_domain(domain: &str) -> Result<(), OrdinalError> {
+    let bad = |reason| OrdinalError::BadPeerDomain {
+        domain: domain.to_string(),
+        reason,
+    };
+    if domain.is_empty() {
+        return Err(bad("empty"));
+    }
+    if domain.ends_with('.') {
+        return Err(bad("give it without the trailing dot"));
+    }
+    if domain.len() > 253 {
+        return Err(bad("longer than 253 characters"));
+    }
+    if !domain.split('.').all(is_dns_label) {
+        return Err(bad(
+            "not a DNS name: dot-separated labels of a-z 0-9 -, each 1 to 63 characters              starting and ending with a letter or digit (no port, no scheme)",
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 1123 label, lowercase (what Kubernetes accepts for pod, Service and namespace names).
+fn is_dns_label(label: &str) -> bool {
+    let b = label.as_bytes();
+    let inner = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
+    let edge = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (1..=63).contains(&b.len()) && b.iter().all(inner) && edge(b.first()) && edge(b.last())
 }
 
 /// Flags of `sessiond dev`.
@@ -598,6 +855,271 @@ mod tests {
             a.resolve().is_err(),
             "own id missing from the initial cluster"
         );
+    }
+
+    fn pod<'a>(name: &'a str, domain: &'a str, size: Option<u32>) -> StatefulSetPod<'a> {
+        StatefulSetPod {
+            pod_name: name,
+            peer_domain: domain,
+            initial_cluster_size: size,
+            client_port: 7001,
+            peer_port: 7101,
+        }
+    }
+
+    const PEERS: &str = "sessiond-peers.default.svc.cluster.local";
+
+    #[test]
+    fn a_pod_ordinal_gives_node_id_cluster_and_addresses() {
+        let id = pod_identity(&pod("sessiond-2", PEERS, Some(3))).expect("valid pod");
+        assert_eq!(id.node_id, 3);
+        let expected: BTreeMap<u64, String> = (0..3u64)
+            .map(|n| (n + 1, format!("sessiond-{n}.{PEERS}:7101")))
+            .collect();
+        assert_eq!(id.initial_cluster, expected);
+        assert_eq!(id.advertise_client_addr, format!("sessiond-2.{PEERS}:7001"));
+        assert_eq!(id.advertise_peer_addr, format!("sessiond-2.{PEERS}:7101"));
+
+        let first = pod_identity(&pod("sessiond-0", "peers", Some(5))).expect("valid pod");
+        assert_eq!(first.node_id, 1);
+        assert_eq!(first.initial_cluster.len(), 5);
+        assert_eq!(first.initial_cluster[&5], "sessiond-4.peers:7101");
+        assert_eq!(
+            statefulset_ordinal("my-set-12").expect("valid"),
+            ("my-set", 12)
+        );
+        assert_eq!(statefulset_ordinal("a-0").expect("valid"), ("a", 0));
+    }
+
+    #[test]
+    fn pods_past_the_initial_size_join_later_and_no_size_means_no_bootstrap() {
+        let late = pod_identity(&pod("sessiond-3", PEERS, Some(3))).expect("valid pod");
+        assert_eq!(late.node_id, 4);
+        assert!(
+            late.initial_cluster.is_empty(),
+            "{:?}",
+            late.initial_cluster
+        );
+        assert_eq!(late.advertise_peer_addr, format!("sessiond-3.{PEERS}:7101"));
+        let far = pod_identity(&pod("sessiond-40", PEERS, Some(7))).expect("valid pod");
+        assert_eq!((far.node_id, far.initial_cluster.len()), (41, 0));
+        let none = pod_identity(&pod("sessiond-1", PEERS, None)).expect("valid pod");
+        assert_eq!((none.node_id, none.initial_cluster.len()), (2, 0));
+    }
+
+    #[test]
+    fn a_pod_name_without_a_statefulset_ordinal_is_refused() {
+        for name in [
+            "sessiond",
+            "sessiond-x1",
+            "sessiond-1x",
+            "sessiond-02",
+            "sessiond-4294967296",
+        ] {
+            assert_eq!(
+                statefulset_ordinal(name),
+                Err(OrdinalError::NoOrdinal(name.into())),
+                "{name}"
+            );
+        }
+        let long = format!("{}-1", "s".repeat(62));
+        for name in [
+            "",
+            "-1",
+            "sessiond-",
+            "Sessiond-1",
+            "sessiond_1",
+            "sessiond-0.peers",
+            long.as_str(),
+        ] {
+            assert_eq!(
+                statefulset_ordinal(name),
+                Err(OrdinalError::BadPodName(name.to_string())),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            pod_identity(&pod("sessiond", PEERS, Some(3))),
+            Err(OrdinalError::NoOrdinal(_))
+        ));
+    }
+
+    #[test]
+    fn an_initial_size_outside_one_to_seven_is_refused() {
+        for size in [0, 8, u32::MAX] {
+            assert_eq!(
+                pod_identity(&pod("sessiond-0", PEERS, Some(size))),
+                Err(OrdinalError::SizeOutOfRange(size))
+            );
+        }
+        for size in [1, 7] {
+            let id = pod_identity(&pod("sessiond-0", PEERS, Some(size))).expect("in range");
+            assert_eq!(id.initial_cluster.len(), size as usize);
+        }
+    }
+
+    #[test]
+    fn a_bad_peer_domain_is_refused() {
+        let too_long = vec!["a".repeat(63); 4].join(".");
+        let names_too_long = vec!["a".repeat(60); 4].join(".");
+        for domain in [
+            "",
+            "peers.",
+            ".peers",
+            "peers..svc",
+            "Peers.default",
+            "-peers.default",
+            "peers-.default",
+            "peers_x.default",
+            "peers.default:7101",
+            "https://peers.default",
+            "peers default",
+            too_long.as_str(),
+            names_too_long.as_str(),
+        ] {
+            assert!(
+                matches!(
+                    pod_identity(&pod("sessiond-0", domain, Some(3))),
+                    Err(OrdinalError::BadPeerDomain { .. })
+                ),
+                "{domain:?}"
+            );
+        }
+    }
+
+    fn statefulset_args() -> ServeArgs {
+        ServeArgs {
+            node_id_from_ordinal: true,
+            pod_name: Some("sessiond-1".into()),
+            peer_domain: Some(PEERS.into()),
+            initial_cluster_size: Some(3),
+            data_dir: Some("/data".into()),
+            client_addr: Some("0.0.0.0:7001".parse().expect("address")),
+            peer_addr: Some("0.0.0.0:7101".parse().expect("address")),
+            certs_dir: Some("/certs".into()),
+            ..ServeArgs::default()
+        }
+    }
+
+    fn ordinal_error(a: &ServeArgs) -> OrdinalError {
+        let err = a.resolve().expect_err("refused");
+        err.downcast_ref::<OrdinalError>()
+            .unwrap_or_else(|| panic!("not an OrdinalError: {err:#}"))
+            .clone()
+    }
+
+    #[test]
+    fn resolve_takes_identity_and_certificate_from_the_ordinal() {
+        let c = statefulset_args().resolve().expect("resolves");
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.initial_cluster.len(), 3);
+        assert_eq!(c.initial_cluster[&1], format!("sessiond-0.{PEERS}:7101"));
+        assert_eq!(c.advertise_client_addr, format!("sessiond-1.{PEERS}:7001"));
+        assert_eq!(c.advertise_peer_addr, format!("sessiond-1.{PEERS}:7101"));
+        assert_eq!(c.client_addr, "0.0.0.0:7001".parse().expect("address"));
+        match &c.security {
+            Security::Tls(f) => {
+                assert_eq!(f.cert, PathBuf::from("/certs/node-2.crt"));
+                assert_eq!(f.key, PathBuf::from("/certs/node-2.key"));
+            }
+            Security::Insecure => panic!("a certs dir was given"),
+        }
+
+        let mut a = statefulset_args();
+        a.advertise_client_addr = Some("sessiond.example.com:443".into());
+        let c = a.resolve().expect("an explicit advertised address wins");
+        assert_eq!(c.advertise_client_addr, "sessiond.example.com:443");
+        assert_eq!(c.advertise_peer_addr, format!("sessiond-1.{PEERS}:7101"));
+
+        let mut a = statefulset_args();
+        a.initial_cluster_size = None;
+        a.initial_cluster = Some("1=a:7101,2=b:7101".into());
+        let c = a
+            .resolve()
+            .expect("an explicit initial cluster without a size");
+        assert_eq!(c.initial_cluster[&2], "b:7101");
+    }
+
+    #[test]
+    fn resolve_refuses_conflicting_or_incomplete_statefulset_settings() {
+        let mut a = statefulset_args();
+        a.node_id = Some(2);
+        assert_eq!(ordinal_error(&a), OrdinalError::NodeIdGiven(2, 2));
+
+        let mut a = statefulset_args();
+        a.initial_cluster = Some("1=a:7101".into());
+        assert_eq!(ordinal_error(&a), OrdinalError::InitialClusterGiven);
+
+        let mut a = statefulset_args();
+        a.peer_domain = None;
+        assert_eq!(ordinal_error(&a), OrdinalError::NoPeerDomain);
+
+        let mut a = statefulset_args();
+        a.pod_name = Some("sessiond".into());
+        assert_eq!(
+            ordinal_error(&a),
+            OrdinalError::NoOrdinal("sessiond".into())
+        );
+
+        let mut a = statefulset_args();
+        a.node_id_from_ordinal = false;
+        a.node_id = Some(2);
+        assert_eq!(
+            ordinal_error(&a),
+            OrdinalError::WithoutOrdinal("--pod-name"),
+            "StatefulSet settings without the switch"
+        );
+        a.pod_name = None;
+        a.peer_domain = None;
+        assert_eq!(
+            ordinal_error(&a),
+            OrdinalError::WithoutOrdinal("--initial-cluster-size")
+        );
+        a.initial_cluster_size = None;
+        assert_eq!(a.resolve().expect("plain node").node_id, 2);
+    }
+
+    #[test]
+    fn statefulset_settings_come_from_flags_and_the_toml_file() {
+        let cli = Cli::try_parse_from([
+            "sessiond",
+            "serve",
+            "--node-id-from-ordinal",
+            "--pod-name",
+            "sessiond-4",
+            "--peer-domain",
+            "peers",
+            "--initial-cluster-size",
+            "5",
+        ])
+        .expect("flags parse");
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert!(args.node_id_from_ordinal);
+        assert_eq!(args.pod_name.as_deref(), Some("sessiond-4"));
+        assert_eq!(args.peer_domain.as_deref(), Some("peers"));
+        assert_eq!(args.initial_cluster_size, Some(5));
+
+        let dir = std::env::temp_dir().join(format!("sessiond-ordinal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("node.toml");
+        std::fs::write(
+            &path,
+            "node_id_from_ordinal = true\npod_name = \"sessiond-4\"\npeer_domain = \"peers\"\n\
+             initial_cluster_size = 5\ndata_dir = \"/data\"\nclient_addr = \"0.0.0.0:7001\"\n\
+             peer_addr = \"0.0.0.0:7101\"\ninsecure = true\n",
+        )
+        .expect("write config");
+        let a = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let c = a.resolve().expect("resolves from the file");
+        assert_eq!(c.node_id, 5);
+        assert_eq!(c.initial_cluster[&1], "sessiond-0.peers:7101");
+        assert_eq!(c.advertise_client_addr, "sessiond-4.peers:7001");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod node;
 pub mod observe;
 pub mod raft_types;
 pub mod reads;
+pub mod recovery;
 pub mod store;
 pub mod sweeper;
 pub mod tls;

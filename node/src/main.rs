@@ -1,4 +1,5 @@
-//! `sessiond`: run a node (`serve`), a local cluster (`dev`), or make certificates (`certs`).
+//! `sessiond`: run a node (`serve`), a local cluster (`dev`), make certificates (`certs`), back
+//! up a stopped node (`backup`) or seed a new cluster's member from a backup (`restore`).
 
 use clap::Parser;
 use sessiond::config::{Cli, Command, LogFormat};
@@ -43,6 +44,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Dev(args) => runtime(None)?.block_on(sessiond::dev::run(args)),
         Command::Certs(args) => sessiond::certs::run(args),
+        Command::Backup(args) => runtime(Some(1))?.block_on(sessiond::recovery::backup(args)),
+        Command::Restore(args) => runtime(Some(1))?.block_on(sessiond::recovery::restore(args)),
     }
 }
 

@@ -127,7 +127,14 @@ impl Metrics {
             ),
             &["kind"],
         )?;
-        let raft = IntGaugeVec::new(Opts::new("raft", "Raft state of this node"), &["field"])?;
+        let raft = IntGaugeVec::new(
+            Opts::new(
+                "raft",
+                "Raft state of this node by field: term, last_log_index, applied_index, \
+                 snapshot_index, purged_index, apply_lag, voters; quorum_ack_age_ms (leader only)",
+            ),
+            &["field"],
+        )?;
         let replication_lag = IntGaugeVec::new(
             Opts::new(
                 "replication_lag_entries",
@@ -254,6 +261,18 @@ impl Metrics {
                 .unwrap_or(0)
                 .saturating_sub(m.last_applied.map(|l| l.index).unwrap_or(0)),
         );
+        g(
+            "voters",
+            m.membership_config.membership().voter_ids().count() as u64,
+        );
+        // How long ago a majority last acknowledged this leader: near the heartbeat interval
+        // while it is healthy, growing while it is cut off from its quorum. Leaders only.
+        match (m.state, m.millis_since_quorum_ack) {
+            (openraft::ServerState::Leader, Some(age)) => g("quorum_ack_age_ms", age),
+            _ => {
+                let _ = self.raft.remove_label_values(&["quorum_ack_age_ms"]);
+            }
+        }
         self.is_leader
             .set(i64::from(m.current_leader == Some(m.id)));
         self.replication_lag.reset();
@@ -289,7 +308,11 @@ impl Metrics {
 
     /// The `method` label of a request path: the method's name for the project's own methods,
     /// `other` for anything else, so that requests to made-up paths cannot grow the label set.
+    /// A route of the HTTP/JSON API shares the label of the method it calls.
     fn method_label<'p>(&self, path: &'p str) -> &'p str {
+        if let Some((_, method)) = crate::api::json::ROUTES.iter().find(|(p, _)| *p == path) {
+            return method;
+        }
         match self.methods.contains(path) {
             true => path.rsplit('/').next().unwrap_or("other"),
             false => "other",
@@ -362,7 +385,7 @@ impl Observer for Metrics {
     }
 }
 
-/// Tower layer timing every gRPC call on the client port.
+/// Tower layer timing every call on the client port (gRPC and HTTP/JSON).
 #[derive(Clone)]
 pub struct TimingLayer(pub Arc<Metrics>);
 
@@ -434,6 +457,7 @@ mod tests {
         }
         m.rpc_done("/sessiond.v1.Sessions/GetSession", Instant::now());
         m.rpc_done("/sessiond.v1.Cluster/Status", Instant::now());
+        m.rpc_done("/v1/sessions/get", Instant::now());
         let labels = method_labels(&m);
         let expected: std::collections::BTreeSet<String> = ["GetSession", "Status", "other"]
             .into_iter()

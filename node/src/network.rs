@@ -325,7 +325,7 @@ impl PeerClient {
         }
         if let (Rpc::Append, Some(wall_ms)) = (rpc, reply.wall_ms) {
             self.clocks
-                .peer_sample(self.target, wall_ms, started.into_std());
+                .peer_sample(self.target, wall_ms, reply.floor_ms, started.into_std());
         }
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -539,6 +539,7 @@ impl PeerService {
         Ok(tonic::Response::new(RaftReply {
             payload,
             wall_ms: Some(self.clocks.wall_ms()),
+            floor_ms: self.clocks.floor_ms(),
         }))
     }
 }

@@ -268,28 +268,47 @@ impl Node {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<SessionsServer<SessionsGrpc>>().await;
         health.set_serving::<ClusterServer<ClusterService>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(sessiond_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both versions: v1, and v1alpha for the tools that only ask it (grpcio-reflection,
+        // Postman, grpcui, older grpcurl).
+        let described = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(sessiond_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection = described()
             .build_v1()
             .context("building the reflection service")?;
+        let reflection_v1alpha = described()
+            .build_v1alpha()
+            .context("building the v1alpha reflection service")?;
         let client_listener = tokio::net::TcpListener::bind(cfg.client_addr)
             .await
             .with_context(|| format!("binding client address {}", cfg.client_addr))?;
         let timing = TimingLayer(metrics.clone());
         let auth = AuthLayer::new(credentials.authenticator(), metrics.clone());
+        let json = crate::api::json::router(sessions.core.clone());
+        let grpc = tonic::service::Routes::new(
+            SessionsServer::new(sessions)
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
+        )
+        .add_service(ClusterServer::new(cluster))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha);
+        // One listener, one set of layers (node id, timing, authentication) for gRPC and the
+        // HTTP/JSON API alike; HTTP/1.1 is accepted for JSON clients.
+        let routes = tonic::service::Routes::from(
+            grpc.into_axum_router()
+                .merge(json)
+                .fallback(crate::api::json::fallback),
+        );
         let client_router = tonic::transport::Server::builder()
+            .accept_http1(true)
             .layer(NodeIdLayer::new(cfg.node_id))
             .layer(timing)
             .layer(auth)
-            .add_service(
-                SessionsServer::new(sessions)
-                    .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_CLIENT_MESSAGE_BYTES),
-            )
-            .add_service(ClusterServer::new(cluster))
-            .add_service(health_service)
-            .add_service(reflection);
+            .add_routes(routes);
         tasks.push(tokio::spawn(serve(
             client_router,
             client_listener,
@@ -299,16 +318,9 @@ impl Node {
         tasks.push(tokio::spawn(reload_on_hangup(credentials.clone())));
 
         if let Some(addr) = cfg.metrics_addr {
-            // The client port's settings (same certificate, reloaded with it), offering
-            // HTTP/1.1 as well: scrapers and probes often speak nothing else.
-            let http_tls = match credentials.client_server() {
-                Some(config) if cfg.metrics_tls => {
-                    let mut config = (*config).clone();
-                    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-                    Some(Arc::new(config))
-                }
-                _ => None,
-            };
+            // The client port's settings (same certificate, reloaded with it; HTTP/1.1 offered
+            // as well: scrapers and probes often speak nothing else).
+            let http_tls = credentials.client_server().filter(|_| cfg.metrics_tls);
             let http = crate::http::Http {
                 id: cfg.node_id,
                 raft: raft.clone(),

@@ -8,17 +8,18 @@
 /// Package `sessiond.v1`.
 pub mod v1 {
     tonic::include_proto!("sessiond.v1");
+    include!(concat!(env!("OUT_DIR"), "/sessiond.v1.serde.rs"));
 }
 
 /// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sessiond_descriptor");
 
-/// Name of the binary gRPC metadata entry that carries an encoded [`v1::ErrorDetail`].
 /// Largest message either end of the client port sends or accepts: servers and the client
 /// crate use the same limit, so nothing a server may send is refused by its client. Session
 /// data is at most 64 KiB by default; list pages stay below 4 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Name of the binary gRPC metadata entry that carries an encoded [`v1::ErrorDetail`].
 pub const ERROR_DETAIL_KEY: &str = "sessiond-error-bin";
 
 /// Name of the response metadata entry by which a node that forwarded a call to the leader

@@ -39,6 +39,10 @@ use crate::identity;
 /// The ALPN protocol every configuration here offers: gRPC runs over HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";
 
+/// The ALPN protocol the client port offers besides `h2`, for HTTP/JSON clients that speak
+/// only HTTP/1.1 (Python's standard library, many language runtimes' defaults).
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
 /// The crypto provider of every configuration here: ring's default provider (see the module
 /// documentation for why ring). Also the source of random bytes for credentials and keys.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -419,7 +423,10 @@ fn server_config(
             port,
         }))
         .with_cert_resolver(Arc::new(StoreCert(store.clone())));
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.alpn_protocols = match port {
+        Port::Peer => vec![ALPN_H2.to_vec()],
+        Port::Client => vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
+    };
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
@@ -432,7 +439,8 @@ pub fn server_config_for_peers(store: &Arc<TlsStore>) -> Result<Arc<ServerConfig
     server_config(store, Port::Peer, PEER_VERSIONS)
 }
 
-/// The client port's server configuration: TLS 1.3 or 1.2, ALPN `h2`; a client certificate
+/// The client port's server configuration: TLS 1.3 or 1.2, ALPN `h2` (gRPC and JSON) or
+/// `http/1.1` (JSON only); a client certificate
 /// is optional and verified against the CA when given (a bad one fails the handshake);
 /// without one the caller must present a bearer credential.
 pub fn server_config_for_clients(store: &Arc<TlsStore>) -> Result<Arc<ServerConfig>> {

@@ -10,12 +10,14 @@
 //! (principals [`ADMIN`] with every role, [`APP`] with `app`, [`WATCHER`] with `watch`), and its
 //! clients connect as [`ADMIN`] unless a test asks for another principal.
 
+pub mod json_api;
+
 use prost::Message;
 use sessiond_proto::v1::cluster_client::ClusterClient;
 use sessiond_proto::v1::sessions_client::SessionsClient;
 use sessiond_proto::v1::{ErrorCode, ErrorDetail, Role, StatusRequest, StatusResponse};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -189,6 +191,8 @@ pub struct Builder {
     size: u64,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    seed: Option<PathBuf>,
+    restore: Option<(PathBuf, PathBuf)>,
 }
 
 impl Builder {
@@ -202,6 +206,20 @@ impl Builder {
     /// Set an environment variable of every node process (e.g. `RUST_LOG`).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Start every node on a copy of the data directory `dir/node<id>` written earlier, with
+    /// the seal key `dir/seal.key` of the cluster that wrote it (fresh certificates otherwise).
+    pub fn data_from(mut self, dir: &Path) -> Self {
+        self.seed = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Seed every node with `sessiond restore` from `backup` (a new cluster of these nodes),
+    /// with the seal key `seal_key` of the cluster it was taken from.
+    pub fn restore_from(mut self, backup: &Path, seal_key: &Path) -> Self {
+        self.restore = Some((backup.to_path_buf(), seal_key.to_path_buf()));
         self
     }
 
@@ -228,6 +246,42 @@ impl Builder {
                 ],
             );
             let nodes: Vec<TestNode> = (1..=self.size).map(|id| new_node(&root, id)).collect();
+            if let Some((backup, seal)) = &self.restore {
+                std::fs::copy(seal, certs.join("seal.key")).expect("seal key");
+                let peers = nodes
+                    .iter()
+                    .map(|n| format!("{}={}", n.id, n.peer_addr))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let clients = nodes
+                    .iter()
+                    .map(|n| format!("{}={}", n.id, n.client_addr))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                for n in &nodes {
+                    let out = Command::new(binary())
+                        .args(["restore", "--backup"])
+                        .arg(backup)
+                        .arg("--data-dir")
+                        .arg(n.dir.join("data"))
+                        .args(["--node-id", &n.id.to_string()])
+                        .args(["--initial-cluster", &peers, "--client-addrs", &clients])
+                        .output()
+                        .expect("sessiond restore runs");
+                    assert!(
+                        out.status.success(),
+                        "sessiond restore of node {}: {}",
+                        n.id,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+            if let Some(seed) = &self.seed {
+                std::fs::copy(seed.join("seal.key"), certs.join("seal.key")).expect("seal key");
+                for n in &nodes {
+                    copy_dir(&seed.join(format!("node{}", n.id)), &n.dir.join("data"));
+                }
+            }
             let initial = nodes
                 .iter()
                 .map(|n| format!("{}={}", n.id, n.peer_addr))
@@ -266,6 +320,20 @@ enum Startup {
     Exited(u64, std::process::ExitStatus),
 }
 
+/// Copy directory `from` to `to` (created), files and subdirectories.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create directory");
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
 fn new_node(root: &TempDir, id: u64) -> TestNode {
     let dir = root.path().join(format!("node{id}"));
     std::fs::create_dir_all(&dir).expect("node dir");
@@ -288,6 +356,8 @@ impl TestCluster {
             size,
             extra: Vec::new(),
             env: Vec::new(),
+            seed: None,
+            restore: None,
         }
     }
 
@@ -499,6 +569,36 @@ impl TestCluster {
         self.nodes[i].kill();
     }
 
+    /// Stop node index `i` as a supervisor does: SIGTERM, then wait (up to 10 s) for it to
+    /// exit; SIGKILL if it does not.
+    pub fn stop(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let Some(child) = n.child.as_mut() else {
+            return;
+        };
+        let pid = child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "SIGTERM to node {}", n.id);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                n.child = None;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("node {} ignored SIGTERM for 10 s; killing it", n.id);
+        n.kill();
+    }
+
+    /// Start node index `i` (stopped) on its data directory with the flags it last had.
+    pub fn start(&mut self, i: usize) {
+        self.nodes[i].spawn();
+    }
+
     /// Start node index `i` again on its data directory with the flags it last had.
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].kill();
@@ -533,6 +633,30 @@ impl TestCluster {
         self.nodes[i].args = self.args(i, false);
         self.nodes[i].spawn();
         i
+    }
+
+    /// Start a fresh node, wait until it serves, and add it as a learner through the leader,
+    /// waiting until it has caught up (`AddLearner` blocking); its index.
+    pub async fn add_learner(&mut self) -> usize {
+        let new = self.add_node();
+        wait_for(Duration::from_secs(10), "the new node to serve", || {
+            let c = &*self;
+            async move { c.status(new).await }
+        })
+        .await;
+        let n = &self.nodes[new];
+        let req = sessiond_proto::v1::AddLearnerRequest {
+            node_id: n.id,
+            client_addr: n.client_addr.clone(),
+            peer_addr: n.peer_addr.clone(),
+            blocking: true,
+        };
+        self.cluster_client(self.leader().await)
+            .await
+            .add_learner(req)
+            .await
+            .expect("add learner");
+        new
     }
 
     /// Print the tail of every node's log (on failure).

@@ -154,6 +154,9 @@ async fn sessionctl_sessions_and_membership() {
         .unwrap()
         .iter()
         .any(|m| m["id"] == 4 && m["voter"] == true));
+    // Removing a node that is no voter is refused, and changes nothing.
+    let (code, out) = ctl(&c, &eps, &["member", "remove", "9"]);
+    assert_ne!(code, 0, "{out}");
     let (code, _) = ctl(&c, &eps, &["member", "remove", "1"]);
     assert_eq!(code, 0);
     let eps4 = format!("{eps},{ca}");
@@ -201,6 +204,18 @@ async fn metrics_and_readiness() {
     assert_eq!(value("sessiond_is_leader"), 1.0);
     assert!(value("sessiond_raft{field=\"applied_index\"}") >= 1.0);
     assert!(value("sessiond_rpc_duration_seconds_count{method=\"CreateSession\"}") >= 1.0);
+    assert_eq!(value("sessiond_raft{field=\"voters\"}"), 3.0);
+    // A healthy leader hears from a majority every heartbeat (100 ms); a follower has no age.
+    assert!(value("sessiond_raft{field=\"quorum_ack_age_ms\"}") < 2000.0);
+    let follower = (leader + 1) % 3;
+    let (_, theirs) = http_get(&c.nodes[follower].http_addr, "/metrics")
+        .await
+        .expect("metrics answer");
+    assert!(
+        !theirs.contains("sessiond_raft{field=\"quorum_ack_age_ms\"}"),
+        "leaders only"
+    );
+    assert!(theirs.contains("sessiond_raft{field=\"voters\"} 3"));
 
     // Every node is ready; a node cut off from the others stops being ready.
     for n in &c.nodes {

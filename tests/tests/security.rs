@@ -146,6 +146,7 @@ async fn callers_are_authenticated_and_authorised_by_role() {
         .change_membership(call(ChangeMembershipRequest {
             voters: vec![1],
             retain: false,
+            ..Default::default()
         }))
         .await;
     expect_err(r, ErrorCode::PermissionDenied);

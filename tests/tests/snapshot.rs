@@ -80,8 +80,9 @@ async fn new_member_catches_up_by_snapshot_after_purge() {
     );
     let changed = admin
         .change_membership(ChangeMembershipRequest {
-            voters: vec![1, 2, 3, id],
+            add_voters: vec![id],
             retain: false,
+            ..Default::default()
         })
         .await
         .unwrap()

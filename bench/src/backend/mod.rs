@@ -1,7 +1,9 @@
-//! The three stores behind one set of session operations, each mapped as strongly as the
-//! store honestly allows (see `docs/benchmarks.md` for the mappings).
+//! The stores behind one set of session operations, each mapped as strongly as the store
+//! honestly allows (see `docs/benchmarks.md` for the mappings). sessiond appears twice: through
+//! its gRPC client crate and through its HTTP/JSON API, to compare the two protocols.
 
 pub mod etcd;
+pub mod http;
 pub mod redis;
 pub mod sessiond;
 
@@ -27,6 +29,8 @@ pub struct Handle {
 #[derive(Clone)]
 pub enum Backend {
     Sessiond(sessiond::Sessiond),
+    /// The same cluster as `Sessiond`, over the HTTP/JSON API.
+    SessiondHttp(http::Http),
     // etcd's clients are large by value; boxed so every variant is a pointer or two.
     Etcd(Box<etcd::Etcd>),
     Redis(redis::Redis),
@@ -36,6 +40,7 @@ impl Backend {
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Sessiond(_) => "sessiond",
+            Backend::SessiondHttp(_) => "sessiond-http",
             Backend::Etcd(_) => "etcd",
             Backend::Redis(_) => "redis",
         }
@@ -44,12 +49,13 @@ impl Backend {
     /// Whether the store has an honest mapping of `op` (only sessiond has bounded-staleness
     /// follower reads).
     pub fn supports(&self, op: Op) -> bool {
-        op != Op::GetStale || matches!(self, Backend::Sessiond(_))
+        op != Op::GetStale || matches!(self, Backend::Sessiond(_) | Backend::SessiondHttp(_))
     }
 
     pub async fn create(&mut self, user: &str, data: &[u8]) -> anyhow::Result<Handle> {
         match self {
             Backend::Sessiond(b) => b.create(user, data).await,
+            Backend::SessiondHttp(b) => b.create(user, data).await,
             Backend::Etcd(b) => b.create(user, data).await,
             Backend::Redis(b) => b.create(user, data).await,
         }
@@ -59,6 +65,7 @@ impl Backend {
     pub async fn get(&mut self, h: &Handle, stale: bool) -> anyhow::Result<()> {
         match self {
             Backend::Sessiond(b) => b.get(h, stale).await,
+            Backend::SessiondHttp(b) => b.get(h, stale).await,
             Backend::Etcd(b) => b.get(h).await,
             Backend::Redis(b) => b.get(h).await,
         }
@@ -68,6 +75,7 @@ impl Backend {
     pub async fn rotate(&mut self, h: &mut Handle) -> anyhow::Result<()> {
         match self {
             Backend::Sessiond(b) => b.rotate(h).await,
+            Backend::SessiondHttp(b) => b.rotate(h).await,
             Backend::Etcd(b) => b.rotate(h).await,
             Backend::Redis(b) => b.rotate(h).await,
         }
@@ -77,6 +85,7 @@ impl Backend {
     pub async fn update(&mut self, h: &mut Handle, data: &[u8]) -> anyhow::Result<()> {
         match self {
             Backend::Sessiond(b) => b.update(h, data).await,
+            Backend::SessiondHttp(b) => b.update(h, data).await,
             Backend::Etcd(b) => b.update(h, data).await,
             Backend::Redis(b) => b.update(h, data).await,
         }
@@ -85,6 +94,7 @@ impl Backend {
     pub async fn revoke(&mut self, h: &Handle) -> anyhow::Result<()> {
         match self {
             Backend::Sessiond(b) => b.revoke(h).await,
+            Backend::SessiondHttp(b) => b.revoke(h).await,
             Backend::Etcd(b) => b.revoke(h).await,
             Backend::Redis(b) => b.revoke(h).await,
         }

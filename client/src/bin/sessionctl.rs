@@ -67,6 +67,9 @@ enum Cmd {
     Member(MemberCmd),
     /// Build a snapshot on the first endpoint's node.
     Snapshot,
+    /// Write a consistent backup of the cluster's sessions to FILE (taken by the leader; every
+    /// write acknowledged before the command is in it). Restore with `sessiond restore`.
+    Backup { file: std::path::PathBuf },
     /// Session operations.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -366,32 +369,78 @@ async fn status(client: &Client, json_out: bool, timeout: Duration) -> Result<()
     Ok(())
 }
 
-/// The current voters, asked of the first endpoint that answers.
-async fn voters(client: &Client) -> Result<Vec<u64>, Failure> {
+/// Stream a backup from the leader (other nodes name it; each endpoint is tried in turn), check
+/// its length and checksum, and write it to `file` through a synced temporary file.
+async fn backup(client: &Client, json_out: bool, file: &std::path::Path) -> Result<(), Failure> {
+    use futures::StreamExt;
+    use sha2::{Digest, Sha256};
     let mut last = Failure(7, "no endpoint answered".into());
     for i in 0..client.endpoints().len() {
         let Some(mut c) = client.cluster_client(i) else {
             continue;
         };
-        match c.status(pb::StatusRequest {}).await {
-            Ok(r) => {
-                return Ok(r
-                    .into_inner()
-                    .members
-                    .iter()
-                    .filter(|m| m.voter)
-                    .map(|m| m.id)
-                    .collect())
-            }
+        let mut stream = match c.backup(pb::BackupRequest {}).await {
+            Ok(r) => r.into_inner(),
             Err(s) => {
-                // Another node cannot fix a refused credential or certificate.
                 let e = client.error_from(i, s).await;
                 if !e.retryable() {
                     return Err(e.into());
                 }
                 last = e.into();
+                continue;
+            }
+        };
+        let (mut bytes, mut applied, mut total) = (Vec::new(), 0, 0);
+        let mut broken = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    if bytes.is_empty() {
+                        (applied, total) = (c.applied_index, c.total_bytes);
+                    }
+                    bytes.extend_from_slice(&c.data);
+                }
+                Err(s) => {
+                    broken = Some(client.error_from(i, s).await);
+                    break;
+                }
             }
         }
+        if let Some(e) = broken {
+            last = e.into();
+            continue;
+        }
+        let sound = bytes.len() as u64 == total
+            && bytes.len() > 32
+            && bytes.starts_with(b"SDBACKUP")
+            && Sha256::digest(&bytes[..bytes.len() - 32]).as_slice() == &bytes[bytes.len() - 32..];
+        if !sound {
+            last = Failure(
+                7,
+                format!("the backup from endpoint {i} arrived damaged or cut short"),
+            );
+            continue;
+        }
+        let tmp = file.with_extension("tmp");
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &bytes)?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, file));
+        if let Err(e) = written {
+            return Err(Failure(6, format!("writing {}: {e}", file.display())));
+        }
+        let sha256: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        print(
+            json_out,
+            json!({ "file": file.display().to_string(), "applied_index": applied,
+                    "bytes": bytes.len(), "sha256": sha256 }),
+        );
+        return Ok(());
     }
     Err(last)
 }
@@ -435,11 +484,19 @@ async fn membership(
     Err(last)
 }
 
-/// Make `voters` the complete voter set (members left out are removed).
-async fn set_voters(client: &Client, json_out: bool, voters: Vec<u64>) -> Result<(), Failure> {
+/// Add or remove voters by id: the leader applies the change to its current configuration,
+/// so a lagging node's view or another operator's change at the same time is never undone.
+async fn change_voters(
+    client: &Client,
+    json_out: bool,
+    add_voters: Vec<u64>,
+    remove_voters: Vec<u64>,
+) -> Result<(), Failure> {
     let req = pb::ChangeMembershipRequest {
-        voters,
+        voters: Vec::new(),
         retain: false,
+        add_voters,
+        remove_voters,
     };
     membership(client, json_out, async |mut c| {
         c.change_membership(req.clone()).await
@@ -468,6 +525,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let j = cli.json;
     match cli.command {
         Cmd::Status => status(&client, j, cli.timeout).await,
+        Cmd::Backup { file } => backup(&client, j, &file).await,
         Cmd::Snapshot => {
             let mut c = client
                 .cluster_client(0)
@@ -497,19 +555,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             membership(&client, j, async |mut c| c.add_learner(req.clone()).await).await
         }
         Cmd::Member(MemberCmd::Promote { id }) => {
-            let mut v = voters(&client).await?;
-            if !v.contains(&id) {
-                v.push(id);
-            }
-            set_voters(&client, j, v).await
+            change_voters(&client, j, vec![id], Vec::new()).await
         }
         Cmd::Member(MemberCmd::Remove { id }) => {
-            let v: Vec<u64> = voters(&client)
-                .await?
-                .into_iter()
-                .filter(|v| *v != id)
-                .collect();
-            set_voters(&client, j, v).await
+            change_voters(&client, j, Vec::new(), vec![id]).await
         }
         Cmd::Session(cmd) => session_cmd(&client, j, cmd).await,
     }

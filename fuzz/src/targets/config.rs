@@ -16,7 +16,7 @@ use sessiond::config::{parse_initial_cluster, NodeConfig, Security, ServeArgs};
 use std::cell::RefCell;
 
 /// The file's keys: the long flag names with `_`.
-pub const KEYS: [&str; 41] = [
+pub const KEYS: [&str; 45] = [
     "node_id",
     "data_dir",
     "client_addr",
@@ -58,6 +58,10 @@ pub const KEYS: [&str; 41] = [
     "seal_key",
     "insecure",
     "metrics_tls",
+    "node_id_from_ordinal",
+    "pod_name",
+    "peer_domain",
+    "initial_cluster_size",
 ];
 
 pub fn run(input: &[u8]) {
@@ -189,7 +193,24 @@ fn value(src: &mut Source<'_>, key: &str) -> String {
         "log_format" => format!("\"{}\"", src.pick(&["text", "json", "xml"])),
         "reuse_policy" => format!("\"{}\"", src.pick(&["revoke", "reject", "ignore"])),
         "cap_policy" => format!("\"{}\"", src.pick(&["evict", "refuse", "oldest"])),
-        "insecure" | "metrics_tls" => src.pick(&["true", "false"]).to_string(),
+        "insecure" | "metrics_tls" | "node_id_from_ordinal" => {
+            src.pick(&["true", "false"]).to_string()
+        }
+        "pod_name" => format!(
+            "\"{}\"",
+            src.pick(&[
+                "sessiond-0",
+                "sessiond-2",
+                "sessiond",
+                "-1",
+                "a-99999999999999999999",
+                ""
+            ])
+        ),
+        "peer_domain" => format!(
+            "\"{}\"",
+            src.pick(&["sessiond-peers.default.svc", "a..b", "", "x:1"])
+        ),
         "data_dir" | "certs_dir" | "ca_cert" | "cert" | "key" | "access_file" | "seal_key" => {
             format!("\"/tmp/{}\"", src.string(8).replace(['"', '\\'], ""))
         }

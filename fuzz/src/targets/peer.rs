@@ -160,6 +160,7 @@ pub fn wrap(kind: usize, payload: Vec<u8>, src: &mut Source<'_>) -> Vec<u8> {
         RaftReply {
             payload,
             wall_ms: src.bool().then(|| src.interesting_u64()),
+            floor_ms: src.bool().then(|| src.interesting_u64()),
         }
         .encode_to_vec()
     }

@@ -2,11 +2,11 @@
 //! leader), and snapshots on demand.
 
 use super::caller::Caller;
-use super::error;
+use super::error::{self, ApiError};
 use super::grpc::{self, to_status};
 use super::route::{Route, Router, MAX_CLIENT_MESSAGE_BYTES};
 use crate::raft_types::{NodeId, NodeInfo, Raft};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use sessiond_proto::v1 as pb;
 use sessiond_proto::v1::cluster_client::ClusterClient;
@@ -86,6 +86,55 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) ->
     })
 }
 
+/// The membership change a request asks for, checked against the leader's current members
+/// (`known`) and voters. With no members given (before forwarding) only the request's shape
+/// is checked. Adding or removing ids applies to the leader's current configuration, so two
+/// operators at once, or a view read from a lagging node, cannot drop a voter by accident.
+fn membership_change(
+    req: &pb::ChangeMembershipRequest,
+    known: &BTreeMap<NodeId, NodeInfo>,
+    voters: &BTreeSet<NodeId>,
+) -> Result<ChangeMembers<NodeId, NodeInfo>, ApiError> {
+    let set = |ids: &[u64]| ids.iter().copied().collect::<BTreeSet<NodeId>>();
+    let (all, add, remove) = (
+        set(&req.voters),
+        set(&req.add_voters),
+        set(&req.remove_voters),
+    );
+    let given = [!all.is_empty(), !add.is_empty(), !remove.is_empty()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(error::invalid(
+            "give exactly one of voters, add_voters or remove_voters",
+        ));
+    }
+    if all.iter().chain(&add).chain(&remove).any(|id| *id == 0) {
+        return Err(error::invalid("node ids are > 0"));
+    }
+    let checking = !known.is_empty();
+    if checking {
+        if let Some(unknown) = all.iter().chain(&add).find(|id| !known.contains_key(id)) {
+            return Err(error::invalid(format!(
+                "node {unknown} is not a member; add it as a learner first"
+            )));
+        }
+        if let Some(absent) = remove.iter().find(|id| !voters.contains(id)) {
+            return Err(error::invalid(format!("node {absent} is not a voter")));
+        }
+        if !remove.is_empty() && voters.difference(&remove).next().is_none() {
+            return Err(error::invalid(
+                "removing every voter would leave no cluster",
+            ));
+        }
+    }
+    Ok(if !add.is_empty() {
+        ChangeMembers::AddVoterIds(add)
+    } else if !remove.is_empty() {
+        ChangeMembers::RemoveVoters(remove)
+    } else {
+        ChangeMembers::ReplaceAllVoters(all)
+    })
+}
+
 impl ClusterService {
     fn members(&self) -> Vec<pb::Member> {
         let m = self.raft.metrics();
@@ -111,8 +160,60 @@ impl ClusterService {
     }
 }
 
+/// Chunks of a backup on the wire (well below the message limit).
+const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+
+type BackupStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        operator(&request)?;
+        // On the leader, once it has confirmed its leadership and applied everything
+        // committed: every write acknowledged before this call is in the backup. Other nodes
+        // name the leader (a stream is not forwarded).
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => {}
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                return Err(to_status(error::not_leader(
+                    f.leader_id,
+                    f.leader_node.as_ref(),
+                )))
+            }
+            Err(e) => return Err(to_status(error::unavailable(e.to_string(), None))),
+        }
+        let state = self.state.clone();
+        let (applied_index, bytes) =
+            tokio::task::spawn_blocking(move || crate::store::backup::of_state(&state))
+                .await
+                .map_err(|e| to_status(error::internal(e.to_string())))?
+                .map_err(|e| {
+                    to_status(error::storage(sessiond_state::kv::StorageError(
+                        e.to_string(),
+                    )))
+                })?;
+        tracing::info!(applied_index, bytes = bytes.len(), "backup taken");
+        let total_bytes = bytes.len() as u64;
+        let chunks: Vec<Result<pb::BackupChunk, Status>> = bytes
+            .chunks(BACKUP_CHUNK_BYTES)
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(pb::BackupChunk {
+                    data: c.to_vec(),
+                    applied_index: if i == 0 { applied_index } else { 0 },
+                    total_bytes: if i == 0 { total_bytes } else { 0 },
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
     async fn status(
         &self,
         request: Request<pb::StatusRequest>,
@@ -196,33 +297,25 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let caller = operator(&request)?;
         let req = request.into_inner();
-        let voters: BTreeSet<NodeId> = req.voters.iter().copied().collect();
-        if voters.is_empty() || voters.contains(&0) {
-            return Err(to_status(error::invalid(
-                "voters must be a non-empty set of node ids > 0",
-            )));
-        }
+        // Checked here too (not only on the leader) so a malformed request fails at once.
+        membership_change(&req, &BTreeMap::new(), &BTreeSet::new()).map_err(to_status)?;
         if let Route::Forward(ch, _) = self.router.route(caller.forwarded).map_err(to_status)? {
             let req = self.router.request(&caller, req).map_err(to_status)?;
             return cluster_client(ch).change_membership(req).await;
         }
-        let known: BTreeMap<NodeId, NodeInfo> = {
+        let (known, voters): (BTreeMap<NodeId, NodeInfo>, BTreeSet<NodeId>) = {
             let m = self.raft.metrics();
             let m = m.borrow();
-            m.membership_config
-                .membership()
-                .nodes()
-                .map(|(id, n)| (*id, n.clone()))
-                .collect()
+            let membership = m.membership_config.membership();
+            (
+                membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+                membership.voter_ids().collect(),
+            )
         };
-        if let Some(unknown) = voters.iter().find(|id| !known.contains_key(id)) {
-            return Err(to_status(error::invalid(format!(
-                "node {unknown} is not a member; add it as a learner first"
-            ))));
-        }
+        let change = membership_change(&req, &known, &voters).map_err(to_status)?;
         let resp = self
             .raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(voters), req.retain)
+            .change_membership(change, req.retain)
             .await
             .map_err(membership_error)?;
         Ok(Response::new(self.membership_response(resp.log_id.index)))
@@ -271,5 +364,66 @@ impl Cluster for ClusterService {
                 None,
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(voters: &[u64], add: &[u64], remove: &[u64]) -> pb::ChangeMembershipRequest {
+        pb::ChangeMembershipRequest {
+            voters: voters.to_vec(),
+            retain: false,
+            add_voters: add.to_vec(),
+            remove_voters: remove.to_vec(),
+        }
+    }
+
+    fn members(ids: &[u64]) -> BTreeMap<NodeId, NodeInfo> {
+        ids.iter()
+            .map(|id| {
+                let info = NodeInfo {
+                    client_addr: format!("n{id}:7001"),
+                    peer_addr: format!("n{id}:7101"),
+                };
+                (*id, info)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn changes_by_id_apply_to_the_leaders_voters() {
+        let known = members(&[1, 2, 3, 4]);
+        let voters: BTreeSet<NodeId> = [1, 2, 3].into();
+        let change = |r| membership_change(&r, &known, &voters);
+        assert!(matches!(
+            change(req(&[], &[4], &[])),
+            Ok(ChangeMembers::AddVoterIds(ids)) if ids == [4].into()
+        ));
+        assert!(matches!(
+            change(req(&[], &[], &[2])),
+            Ok(ChangeMembers::RemoveVoters(ids)) if ids == [2].into()
+        ));
+        assert!(matches!(
+            change(req(&[1, 2, 4], &[], &[])),
+            Ok(ChangeMembers::ReplaceAllVoters(ids)) if ids == [1, 2, 4].into()
+        ));
+        for bad in [
+            req(&[], &[], &[]),
+            req(&[1], &[4], &[]),
+            req(&[], &[4], &[2]),
+            req(&[], &[0], &[]),
+            req(&[], &[9], &[]),
+            req(&[1, 9], &[], &[]),
+            req(&[], &[], &[4]),
+            req(&[], &[], &[1, 2, 3]),
+        ] {
+            let e = change(bad.clone()).err();
+            assert!(e.is_some(), "{bad:?} accepted");
+        }
+        // Before forwarding only the shape is checked: the leader knows the members.
+        let unchecked = membership_change(&req(&[], &[9], &[]), &BTreeMap::new(), &BTreeSet::new());
+        assert!(unchecked.is_ok());
     }
 }

@@ -3,6 +3,8 @@
 //! - [`sessions`]: the sessions core — every `Sessions` operation as a function of the caller
 //!   and a typed request, routing leader-only calls to the leader; no transport types.
 //! - [`grpc`]: the gRPC adapter of the sessions core, and `ApiError` ↔ gRPC status.
+//! - [`json`]: the HTTP/JSON adapter of the same core, on the same port, and `ApiError` ↔
+//!   HTTP status + JSON `ErrorDetail`.
 //! - [`cluster`]: the `Cluster` operator service (operator role only).
 //! - [`caller`]: the authenticated caller and the one role check.
 //! - [`error`]: `ApiError`: a failure kind plus the machine-readable `ErrorDetail`.
@@ -14,5 +16,6 @@ pub mod cluster;
 pub mod convert;
 pub mod error;
 pub mod grpc;
+pub mod json;
 pub mod route;
 pub mod sessions;

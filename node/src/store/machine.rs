@@ -25,7 +25,7 @@ use tokio::sync::watch;
 const LAST_APPLIED: &[u8] = b"last_applied";
 const LAST_MEMBERSHIP: &[u8] = b"last_membership";
 
-type Membership = StoredMembership<NodeId, NodeInfo>;
+pub(crate) type Membership = StoredMembership<NodeId, NodeInfo>;
 
 /// The state machine of one node.
 pub struct StateMachineStore {
@@ -143,7 +143,8 @@ impl StateMachineStore {
         Ok(responses)
     }
 
-    fn install(
+    /// Replace the state with a snapshot's: the file first, then the state (see below).
+    pub(crate) fn install(
         &mut self,
         meta: &SnapshotMeta<NodeId, NodeInfo>,
         stream: &[u8],
@@ -272,40 +273,47 @@ fn snapshot_id(last_applied: Option<LogId<NodeId>>) -> String {
     format!("{term}-{index}-{stamp}-{seq}")
 }
 
+/// The applied log id, the membership and the snapshot stream of a state dump.
+pub(crate) type Dump = (Option<LogId<NodeId>>, Membership, Vec<u8>);
+
+/// Every pair of the applied state as a snapshot stream, from one consistent RocksDB view,
+/// with the applied log id and membership it holds (kept beside the stream, not in it).
+pub(crate) fn dump(db: &DB) -> Result<Dump, StoreFault> {
+    let snap = db.snapshot();
+    let meta_cf = cf(db, Cf::Meta.name())?;
+    let decode_err = |e: postcard::Error| StoreFault::Corrupt(e.to_string());
+    let last_applied: Option<LogId<NodeId>> = match snap.get_cf(meta_cf, LAST_APPLIED)? {
+        Some(b) => postcard::from_bytes(&b).map_err(decode_err)?,
+        None => None,
+    };
+    let membership: Membership = match snap.get_cf(meta_cf, LAST_MEMBERSHIP)? {
+        Some(b) => postcard::from_bytes(&b).map_err(decode_err)?,
+        None => Membership::default(),
+    };
+    let mut enc = snapshot::Encoder::default();
+    for family in Cf::ALL {
+        let handle = cf(db, family.name())?;
+        for item in snap.iterator_cf(handle, IteratorMode::Start) {
+            let (k, v) = item?;
+            if family == Cf::Meta && (k.as_ref() == LAST_APPLIED || k.as_ref() == LAST_MEMBERSHIP) {
+                continue;
+            }
+            enc.push(family, &k, &v);
+        }
+    }
+    Ok((last_applied, membership, enc.finish()))
+}
+
 impl SnapshotBuilder {
     fn build(&self) -> Result<(SnapshotMeta<NodeId, NodeInfo>, Vec<u8>), StoreFault> {
         // Make every applied write durable before the log behind this snapshot can be purged.
         self.disk.sync_wal(&self.db)?;
-        let snap = self.db.snapshot();
-        let meta_cf = cf(&self.db, Cf::Meta.name())?;
-        let decode_err = |e: postcard::Error| StoreFault::Corrupt(e.to_string());
-        let last_applied: Option<LogId<NodeId>> = match snap.get_cf(meta_cf, LAST_APPLIED)? {
-            Some(b) => postcard::from_bytes(&b).map_err(decode_err)?,
-            None => None,
-        };
-        let membership: Membership = match snap.get_cf(meta_cf, LAST_MEMBERSHIP)? {
-            Some(b) => postcard::from_bytes(&b).map_err(decode_err)?,
-            None => Membership::default(),
-        };
-        let mut enc = snapshot::Encoder::default();
-        for family in Cf::ALL {
-            let handle = cf(&self.db, family.name())?;
-            for item in snap.iterator_cf(handle, IteratorMode::Start) {
-                let (k, v) = item?;
-                if family == Cf::Meta
-                    && (k.as_ref() == LAST_APPLIED || k.as_ref() == LAST_MEMBERSHIP)
-                {
-                    continue;
-                }
-                enc.push(family, &k, &v);
-            }
-        }
+        let (last_applied, membership, stream) = dump(&self.db)?;
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership,
             snapshot_id: snapshot_id(last_applied),
         };
-        let stream = enc.finish();
         self.disk.at(Point::SnapshotBuild)?;
         if !self.snapshots.save(&meta, &stream)? {
             tracing::info!(snapshot = %meta.snapshot_id, "a newer snapshot is kept as current");

@@ -7,7 +7,9 @@
 //! - [`reader`]: consistent read views of applied state for the request path.
 //! - [`disk`]: the persistence points, the latch of a failed sync, and injected faults.
 
+pub mod backup;
 pub mod disk;
+pub mod format;
 pub mod log;
 pub mod machine;
 pub mod reader;
@@ -109,6 +111,7 @@ impl Store {
             .collect::<Vec<_>>();
         let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs)
             .with_context(|| format!("opening RocksDB under {}", dir.display()))?;
+        format::check(&db).with_context(|| format!("opening {}", dir.display()))?;
         let db = Arc::new(db);
         let machine = StateMachineStore::open(db.clone(), dir.join("snapshot"), disk.clone())?;
         let reader = machine.reader();
@@ -131,6 +134,8 @@ pub enum StoreFault {
     State(String),
     #[error("the disk failed earlier ({0}); nothing more is written until the node restarts")]
     DiskFailed(String),
+    #[error("stored format: {0}")]
+    Format(String),
 }
 
 /// The handle of a column family that `Store::open` created.

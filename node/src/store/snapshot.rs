@@ -17,7 +17,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// `SDSNAP`, the stored format of the records as one ASCII digit (see [`super::format`]), NUL.
 const MAGIC: &[u8; 8] = b"SDSNAP1\0";
+const _: () = assert!(MAGIC[6] == b'0' + super::format::CURRENT as u8);
 const END: u8 = 0xFF;
 const FILE: &str = "current.snap";
 
@@ -70,6 +72,15 @@ pub type Saved = (SnapshotMeta<NodeId, NodeInfo>, Vec<u8>);
 /// Decode a whole stream into its pairs, or refuse it.
 pub fn decode(stream: &[u8]) -> Result<Vec<Pair<'_>>, StoreFault> {
     let bad = |why: &str| StoreFault::Corrupt(format!("snapshot stream: {why}"));
+    if let (Some(b"SDSNAP"), Some(&v)) = (stream.get(..6), stream.get(6)) {
+        if v != MAGIC[6] {
+            return Err(StoreFault::Format(format!(
+                "snapshot stream of format {}; this build reads format {}",
+                v.wrapping_sub(b'0'),
+                super::format::CURRENT
+            )));
+        }
+    }
     let mut rest = stream
         .strip_prefix(MAGIC.as_slice())
         .ok_or_else(|| bad("bad magic"))?;
@@ -259,6 +270,12 @@ mod tests {
         let mut extra = s.clone();
         extra.push(0);
         assert!(decode(&extra).is_err());
+        // A stream of another format is refused by name, not as garbage.
+        let mut newer = s.clone();
+        newer[6] = b'2';
+        let e = decode(&newer).expect_err("format 2");
+        assert!(matches!(e, StoreFault::Format(_)), "{e}");
+        assert!(e.to_string().contains("format 2"), "{e}");
     }
 
     fn meta(index: u64, id: &str) -> SnapshotMeta<NodeId, NodeInfo> {
