@@ -165,9 +165,7 @@ async fn a_leader_a_day_ahead_then_one_an_hour_behind_change_nothing_under_load(
             (Duration::from_millis(4000), Fault::LeaderClock(-3_600_000)),
         ],
     };
-    let r = inproc_schedule(&o, &schedule)
-        .await
-        .expect("schedule runs");
+    let r = inproc_schedule(&o, &schedule).await.expect("schedule runs");
     let clocks: Vec<String> = r
         .events
         .iter()
