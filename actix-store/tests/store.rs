@@ -267,3 +267,98 @@ async fn a_cookie_rotated_elsewhere_moves_to_the_shared_successor() {
     assert_eq!(now.get("cart").map(String::as_str), Some("\"2\""));
     assert_eq!(sessions_of(&client, "yan").await, 1, "no second session");
 }
+
+/// The cases a store for actix-session must get right, called directly as the middleware calls
+/// them: unknown and malformed keys load nothing, state round-trips unchanged, data the store
+/// cannot read is a deserialization error (not a logout), an idle TTL expires the session and
+/// `update_ttl` slides it, and a save after the session ended stays dropped.
+#[actix_web::test]
+async fn the_store_keeps_the_contract_actix_session_expects() {
+    use actix_session::storage::LoadError;
+    let c = TestCluster::start3().await;
+    let client = client(&c);
+    let store = SessiondStore::new(client.clone());
+    let hour = Duration::hours(1);
+
+    // Keys that name no session: a cookie that is no token, and a token of a deleted session.
+    let junk = SessionKey::try_from("not-a-sessiond-token".to_owned()).expect("key");
+    assert_eq!(store.load(&junk).await.expect("junk loads nothing"), None);
+    let gone = store
+        .save(state(&[("user_id", "uma")]), &hour)
+        .await
+        .expect("save");
+    store.delete(&gone).await.expect("delete");
+    store
+        .delete(&gone)
+        .await
+        .expect("a second delete is no error");
+    assert_eq!(
+        store.load(&gone).await.expect("deleted loads nothing"),
+        None
+    );
+
+    // Round trip: every value as actix-session wrote it (JSON text of any shape).
+    let mut written = state(&[("user_id", "uma"), ("name", "Ü \"quoted\" ✓")]);
+    written.insert("n".into(), "42".into());
+    written.insert("list".into(), "[1,{\"a\":null}]".into());
+    let k = store.save(written.clone(), &hour).await.expect("save");
+    assert_eq!(store.load(&k).await.expect("load"), Some(written.clone()));
+    written.insert("n".into(), "43".into());
+    written.remove("list");
+    let k2 = store
+        .update(again_key(&k), written.clone(), &hour)
+        .await
+        .expect("update");
+    assert_eq!(k2.as_ref(), k.as_ref(), "an update keeps the key");
+    assert_eq!(store.load(&k).await.expect("load"), Some(written));
+
+    // A session another application wrote with data that is not a JSON map.
+    let foreign = client
+        .create_session(sessiond_client::NewSession {
+            user_id: "uma".into(),
+            data: vec![0xff, 0x00, 0x01],
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    let fk = SessionKey::try_from(foreign.token).expect("key");
+    assert!(matches!(
+        store.load(&fk).await,
+        Err(LoadError::Deserialization(_))
+    ));
+
+    // The TTL is an idle timeout: untouched, the session expires; touched, it lives on.
+    let ttl = Duration::seconds(2);
+    let idle = store
+        .save(state(&[("user_id", "uma")]), &ttl)
+        .await
+        .expect("save");
+    let kept = store
+        .save(state(&[("user_id", "uma")]), &ttl)
+        .await
+        .expect("save");
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        store.update_ttl(&kept, &ttl).await.expect("update_ttl");
+    }
+    assert!(
+        store.load(&kept).await.expect("load").is_some(),
+        "touched every 0.5 s for 4 s, a 2 s idle session is alive"
+    );
+    assert_eq!(store.load(&idle).await.expect("load"), None, "expired");
+    // Saves and touches of the expired session change nothing and are no errors.
+    store
+        .update_ttl(&idle, &ttl)
+        .await
+        .expect("touch of an expired session");
+    let k3 = store
+        .update(again_key(&idle), state(&[("n", "1")]), &ttl)
+        .await
+        .expect("update of an expired session");
+    assert_eq!(k3.as_ref(), idle.as_ref());
+    assert_eq!(
+        store.load(&idle).await.expect("load"),
+        None,
+        "not brought back"
+    );
+}
