@@ -703,6 +703,30 @@ impl Nemesis {
         }
         self.log(start, "heal all".into(), r);
     }
+
+    /// Restart every node whose Raft has stopped by itself, as its supervisor would: a
+    /// `sessiond serve` whose Raft stops exits, and systemd or Kubernetes start it again.
+    /// In-process nodes stay up with a stopped Raft (answering `Status` as SHUTDOWN), so the
+    /// harness plays the supervisor. Each restart is an event of the history, so a run's
+    /// summary shows how often it happened. Returns whether any node was restarted.
+    pub async fn restart_stopped<C: Cluster>(&mut self, cluster: &mut C) -> bool {
+        let stopped: Vec<NodeId> = statuses(&cluster.nodes())
+            .await
+            .iter()
+            .filter(|s| s.role == Role::Shutdown as i32)
+            .map(|s| s.node_id)
+            .collect();
+        for id in &stopped {
+            let start = self.clock.now_ns();
+            let r = cluster.kill(*id).await.and(cluster.restart(*id).await);
+            self.log(
+                start,
+                format!("supervisor restart of {id} (its Raft had stopped)"),
+                r,
+            );
+        }
+        !stopped.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -228,10 +228,17 @@ pub async fn drive<C: Cluster>(
     let known = workload.await??;
     nem.mend(cluster).await;
     let nodes = cluster.nodes();
-    if nemesis::wait_for_leader(&nodes, Duration::from_secs(30))
-        .await
-        .is_none()
-    {
+    // A node whose Raft stopped by itself holds the cluster back from agreeing on a leader
+    // until its supervisor restarts it: look for one whenever a while passes without a leader.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut led = None;
+    while led.is_none() && tokio::time::Instant::now() < deadline {
+        led = nemesis::wait_for_leader(&nodes, Duration::from_secs(5)).await;
+        if led.is_none() {
+            nem.restart_stopped(cluster).await;
+        }
+    }
+    if led.is_none() {
         let faults: Vec<String> = nem
             .events
             .iter()

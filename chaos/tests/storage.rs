@@ -8,7 +8,7 @@ mod common;
 use sessiond::store::Point;
 use sessiond_chaos::browser::{tab_client, BrowserOptions};
 use sessiond_chaos::cluster::{Cluster, NodeId, NodeSpec};
-use sessiond_chaos::history::op;
+use sessiond_chaos::history::{op, Clock, Outcome};
 use sessiond_chaos::nemesis::{self, statuses, Fault, Schedule};
 use sessiond_chaos::run::{inproc_schedule, node_flags, Layer, RunOptions};
 use sessiond_client::{Client, Consistency, NewSession, StatusResponse};
@@ -193,7 +193,7 @@ async fn a_crash_inside_a_snapshot_install_is_finished_on_restart() {
         .filter(|i| *i != follower)
         .collect();
     cluster
-        .partition(&[rest.clone()])
+        .partition(std::slice::from_ref(&rest))
         .await
         .expect("cut the follower off");
     cluster
@@ -293,4 +293,80 @@ async fn a_schedule_of_disk_faults_and_a_snapshot_catch_up_checks_out() {
         "{nemesis:?}"
     );
     common::assert_healthy(&r);
+}
+
+/// A node whose Raft stopped by itself (here a failed fsync on a follower) is found and
+/// restarted by the harness, as a supervisor restarts `sessiond serve` when it exits, and
+/// catches up; a cluster with no stopped node is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_raft_stopped_is_restarted_as_a_supervisor_would() {
+    let (mut cluster, _dir) = common::inproc(3, node_flags()).await;
+    let nodes = cluster.nodes();
+    let leader = nemesis::wait_for_leader(&nodes, Duration::from_secs(30))
+        .await
+        .expect("a leader");
+    let mut nem = nemesis::Nemesis::new(7, Clock::start());
+    assert!(!nem.restart_stopped(&mut cluster).await, "nothing stopped");
+    assert!(nem.events.is_empty());
+
+    let follower = nodes
+        .iter()
+        .find(|n| n.id != leader)
+        .expect("a follower")
+        .clone();
+    cluster
+        .disk_fault(follower.id, Point::LogSync, Some("1*return(error)"))
+        .await
+        .expect("arm the failpoint");
+    let c = client(&nodes);
+    let mut tokens = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut stopped = false;
+    while !stopped && Instant::now() < deadline {
+        tokens.push(
+            c.create_session(NewSession::for_user("supervised"))
+                .await
+                .expect("the majority goes on")
+                .token,
+        );
+        stopped = status(&follower)
+            .await
+            .is_some_and(|s| s.role == Role::Shutdown as i32);
+    }
+    assert!(stopped, "the follower's failed fsync stopped its Raft");
+    cluster
+        .disk_fault(follower.id, Point::LogSync, None)
+        .await
+        .expect("disarm");
+
+    let lead = spec(&nodes, leader);
+    let target = status(&lead).await.expect("leader status").applied_index;
+    assert!(nem.restart_stopped(&mut cluster).await, "the stopped node");
+    let logged: Vec<&str> = nem
+        .events
+        .iter()
+        .filter_map(|e| e.args.nemesis.as_deref())
+        .collect();
+    assert_eq!(
+        logged,
+        [format!(
+            "supervisor restart of {} (its Raft had stopped)",
+            follower.id
+        )
+        .as_str()]
+    );
+    assert!(
+        nem.events.iter().all(|e| e.result == Outcome::Ok),
+        "{:?}",
+        nem.events
+    );
+    let back = until(&follower, Duration::from_secs(30), |s| {
+        s.role == Role::Follower as i32 && s.applied_index >= target
+    })
+    .await
+    .expect("status");
+    assert_eq!(back.role, Role::Follower as i32, "{back:?}");
+    assert!(back.applied_index >= target, "caught up: {back:?}");
+    all_valid_on(&follower, &tokens).await;
+    assert!(!nem.restart_stopped(&mut cluster).await, "running again");
 }
