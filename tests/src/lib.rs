@@ -774,6 +774,26 @@ where
     }
 }
 
+/// Wait until a STALE read of each of `tokens` through `node` finds its session: the node has
+/// applied them (after a restart, a snapshot install or a restore) and serves them itself.
+pub async fn until_stale_reads_find(
+    node: &SessionsClient<Channel>,
+    tokens: &[&str],
+    node_is: &str,
+) {
+    for t in tokens {
+        wait_for(
+            Duration::from_secs(10),
+            &format!("a stale read on {node_is}"),
+            || {
+                let mut n = node.clone();
+                async move { n.get_session(req::get_stale(t)).await.ok() }
+            },
+        )
+        .await;
+    }
+}
+
 /// Shorthands for building requests.
 pub mod req {
     use super::rid;

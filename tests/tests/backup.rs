@@ -5,7 +5,9 @@
 use serde_json::Value;
 use sessiond_client::{Consistency, NewSession};
 use sessiond_proto::v1::*;
-use sessiond_tests::{expect_err, expect_revoked, req, rid, wait_for, TestCluster};
+use sessiond_tests::{
+    expect_err, expect_revoked, req, rid, until_stale_reads_find, wait_for, TestCluster,
+};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -238,18 +240,7 @@ async fn a_backup_under_load_restores_into_a_new_cluster() {
         .token;
     let new = r.add_learner().await;
     let learner = r.client(new).await;
-    for t in [&fresh, &live[0], &live[29]] {
-        wait_for(
-            Duration::from_secs(10),
-            "a stale read on the learner",
-            || {
-                let mut l = learner.clone();
-                let t = t.clone();
-                async move { l.get_session(req::get_stale(&t)).await.ok() }
-            },
-        )
-        .await;
-    }
+    until_stale_reads_find(&learner, &[&fresh, &live[0], &live[29]], "the learner").await;
     expect_revoked(
         learner
             .clone()

@@ -2,7 +2,7 @@
 
 use sessiond_proto::v1::sessions_client::SessionsClient;
 use sessiond_proto::v1::*;
-use sessiond_tests::{code, req, wait_for, TestCluster};
+use sessiond_tests::{code, req, until_stale_reads_find, wait_for, TestCluster};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,19 +155,12 @@ async fn leader_killed_mid_load_loses_no_acknowledged_write() {
         "it follows the leader"
     );
     let back = c.client(old).await;
-    for t in [&acked[0].0, &last_token, &after.token] {
-        let t = t.clone();
-        wait_for(
-            Duration::from_secs(10),
-            "stale read on the restarted node",
-            || {
-                let mut back = back.clone();
-                let t = t.clone();
-                async move { back.get_session(req::get_stale(&t)).await.ok() }
-            },
-        )
-        .await;
-    }
+    until_stale_reads_find(
+        &back,
+        &[&acked[0].0, &last_token, &after.token],
+        "the restarted node",
+    )
+    .await;
     let stale_list = back
         .clone()
         .list_user_sessions(ListUserSessionsRequest {

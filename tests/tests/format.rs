@@ -10,7 +10,7 @@
 
 use serde_json::{json, Value};
 use sessiond_proto::v1::*;
-use sessiond_tests::{expect_revoked, req, wait_for, TestCluster};
+use sessiond_tests::{expect_revoked, req, until_stale_reads_find, wait_for, TestCluster};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -145,18 +145,8 @@ async fn a_data_directory_and_snapshot_of_format_1_open_and_serve() {
             .iter()
             .map(|v| text(v, "token")),
     );
-    for t in check {
-        wait_for(
-            Duration::from_secs(10),
-            "a stale read on the learner",
-            || {
-                let mut l = learner.clone();
-                let t = t.clone();
-                async move { l.get_session(req::get_stale(&t)).await.ok() }
-            },
-        )
-        .await;
-    }
+    let check: Vec<&str> = check.iter().map(String::as_str).collect();
+    until_stale_reads_find(&learner, &check, "the learner").await;
     let r = learner
         .clone()
         .get_session(req::get_stale(&text(gone, "token")))

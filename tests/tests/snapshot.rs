@@ -2,7 +2,9 @@
 
 use sessiond_proto::v1::sessions_client::SessionsClient;
 use sessiond_proto::v1::*;
-use sessiond_tests::{code, expect_err, expect_revoked, req, wait_for, TestCluster};
+use sessiond_tests::{
+    code, expect_err, expect_revoked, req, until_stale_reads_find, wait_for, TestCluster,
+};
 use std::time::Duration;
 use tonic::transport::Channel;
 
@@ -105,19 +107,12 @@ async fn new_member_catches_up_by_snapshot_after_purge() {
     );
     assert!(status.members.iter().filter(|m| m.voter).count() == 4);
     let fresh = c.client(new).await;
-    for t in [&tokens[0], &tokens[75], &tokens[149]] {
-        let t = t.clone();
-        wait_for(
-            Duration::from_secs(10),
-            "stale read on the new member",
-            || {
-                let mut fresh = fresh.clone();
-                let t = t.clone();
-                async move { fresh.get_session(req::get_stale(&t)).await.ok() }
-            },
-        )
-        .await;
-    }
+    until_stale_reads_find(
+        &fresh,
+        &[&tokens[0], &tokens[75], &tokens[149]],
+        "the new member",
+    )
+    .await;
     let got = fresh
         .clone()
         .get_session(req::get_stale(&tokens[3]))
