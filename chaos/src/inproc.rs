@@ -390,12 +390,24 @@ impl Cluster for InprocCluster {
 }
 
 impl Drop for InprocCluster {
+    /// A cluster dropped without `shutdown` (a test that panicked or forgot it) still waits,
+    /// briefly, for each node's runtime, so no RocksDB is left open under its background
+    /// threads when the process exits (RocksDB then aborts with "pthread lock"). A runtime
+    /// cannot be shut down with a timeout from async code, hence one plain thread each.
     fn drop(&mut self) {
-        for m in self.members.values_mut() {
-            if let Some(Running { runtime, node }) = m.running.take() {
-                runtime.shutdown_background();
-                drop(node);
-            }
+        let stopping: Vec<_> = self
+            .members
+            .values_mut()
+            .filter_map(|m| m.running.take())
+            .map(|Running { runtime, node }| {
+                std::thread::spawn(move || {
+                    runtime.shutdown_timeout(Duration::from_secs(5));
+                    drop(node);
+                })
+            })
+            .collect();
+        for t in stopping {
+            let _ = t.join();
         }
     }
 }

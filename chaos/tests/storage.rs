@@ -369,4 +369,6 @@ async fn a_node_whose_raft_stopped_is_restarted_as_a_supervisor_would() {
     assert!(back.applied_index >= target, "caught up: {back:?}");
     all_valid_on(&follower, &tokens).await;
     assert!(!nem.restart_stopped(&mut cluster).await, "running again");
+    // Close every RocksDB before the test process exits (it aborts under open databases).
+    cluster.shutdown().await.expect("shutdown");
 }
