@@ -39,6 +39,9 @@ pub struct Metrics {
     insecure: IntGauge,
     clock_skew: IntGauge,
     clock_skewed: IntGauge,
+    /// When this process created its metrics: a supervisor restarting the node (a failed
+    /// fsync, a stopped Raft, a crash) shows as a change of this value between scrapes.
+    start_time: IntGauge,
     /// Full paths of the client port's methods: the only values of the `method` label.
     methods: std::collections::HashSet<String>,
 }
@@ -188,6 +191,17 @@ impl Metrics {
             "1 while this node's clock is further from the voters' median than \
              --max-clock-skew-ms (it then never drives replicated time)",
         )?;
+        let start_time = IntGauge::new(
+            "start_time_seconds",
+            "When this node's process started, in Unix seconds (a change means a restart)",
+        )?;
+        start_time.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+        );
+        registry.register(Box::new(start_time.clone()))?;
         registry.register(Box::new(clock_skew.clone()))?;
         registry.register(Box::new(clock_skewed.clone()))?;
         registry.register(Box::new(auth_refused.clone()))?;
@@ -212,6 +226,7 @@ impl Metrics {
             insecure,
             clock_skew,
             clock_skewed,
+            start_time,
             methods: method_paths(),
         })
     }
@@ -446,6 +461,23 @@ mod tests {
             .filter(|l| l.name() == "method")
             .map(|l| l.value().to_string())
             .collect()
+    }
+
+    #[test]
+    fn the_start_time_is_exported_and_recent() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs() as f64;
+        let m = Metrics::new().expect("metrics");
+        let started = m
+            .registry
+            .gather()
+            .iter()
+            .find(|f| f.name() == "sessiond_start_time_seconds")
+            .and_then(|f| f.get_metric().first().map(|m| m.get_gauge().get_value()))
+            .expect("sessiond_start_time_seconds");
+        assert!((started - now).abs() < 60.0, "{started} vs {now}");
     }
 
     #[test]
