@@ -40,8 +40,10 @@
 
 pub mod duration;
 mod error;
+mod routing;
 
 pub use error::{detail, Error};
+pub use routing::Routing;
 pub use sessiond_proto::v1::{Consistency, Revocation, Session, StatusResponse};
 
 use sessiond_proto::v1 as pb;
@@ -52,8 +54,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -481,18 +482,13 @@ impl ClientBuilder {
             nodes.push(Node {
                 addr: addr.clone(),
                 channel,
-                down_until: Mutex::new(None),
                 plaintext,
             });
         }
         Ok(Client {
             inner: Arc::new(Inner {
+                routing: Routing::new(self.endpoints.iter().cloned()),
                 nodes,
-                known: Mutex::new(Known {
-                    ids: vec![None; self.endpoints.len()],
-                    ..Known::default()
-                }),
-                next: AtomicUsize::new(0),
                 cfg: self,
             }),
             request_id: None,
@@ -562,29 +558,16 @@ fn named(var: &str) -> impl Fn(Error) -> Error + '_ {
 struct Node {
     addr: String,
     channel: AuthChannel,
-    down_until: Mutex<Option<Instant>>,
     /// `host:port` of a plaintext (`http://`) endpoint: where to check, after a transport
     /// failure, whether the node actually serves TLS.
     plaintext: Option<String>,
 }
 
 struct Inner {
+    /// By endpoint index, as `routing`'s.
     nodes: Vec<Node>,
-    known: Mutex<Known>,
-    next: AtomicUsize,
+    routing: Routing,
     cfg: ClientBuilder,
-}
-
-/// What answers taught this client about the nodes behind its endpoints.
-#[derive(Debug, Default)]
-struct Known {
-    /// By endpoint index: the node id its last answer named ([`sessiond_proto::NODE_KEY`]).
-    ids: Vec<Option<u64>>,
-    /// The endpoint leader-only calls go to.
-    leader: Option<usize>,
-    /// The node id of the leader last named, so that an endpoint found to reach that node
-    /// later becomes `leader`.
-    leader_id: Option<u64>,
 }
 
 /// A decimal node id in metadata entry `key`.
@@ -723,27 +706,7 @@ impl Client {
     }
 
     fn pick(&self, prefer_leader: bool) -> usize {
-        let now = Instant::now();
-        let up = |i: usize| {
-            self.inner.nodes[i]
-                .down_until
-                .lock()
-                .map(|d| d.is_none_or(|t| t <= now))
-                .unwrap_or(true)
-        };
-        if prefer_leader {
-            if let Some(l) = self.inner.known.lock().ok().and_then(|k| k.leader) {
-                if up(l) {
-                    return l;
-                }
-            }
-        }
-        let n = self.inner.nodes.len();
-        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|i| up(*i))
-            .unwrap_or(start % n)
+        self.inner.routing.pick(prefer_leader)
     }
 
     /// Learn from a failed call to endpoint `i`: the node that answered, the leader it names,
@@ -783,66 +746,20 @@ impl Client {
 
     /// Endpoint `i` reaches the node its answer names, if it names one.
     fn learn_node(&self, i: usize, metadata: &tonic::metadata::MetadataMap) {
-        let Some(id) = node_id(metadata, sessiond_proto::NODE_KEY) else {
-            return;
-        };
-        let Ok(mut k) = self.inner.known.lock() else {
-            return;
-        };
-        if let Some(slot) = k.ids.get_mut(i) {
-            *slot = Some(id);
-        }
-        match k.leader_id {
-            Some(l) if l == id && k.leader.is_none() => k.leader = Some(i),
-            Some(l) if l != id && k.leader == Some(i) => k.leader = None,
-            _ => {}
-        }
+        self.inner
+            .routing
+            .answered(i, node_id(metadata, sessiond_proto::NODE_KEY));
     }
 
-    /// A node named the leader: by node id, its advertised client address, or both. The
-    /// endpoint known to reach that node id is the leader's, else the endpoint spelt like the
-    /// address (unless known to reach another node), else none: leader-only calls then go
-    /// round the endpoints until one is found to reach the leader.
+    /// A node named the leader (see [`Routing::leader_named`]).
     fn learn_hint(&self, id: Option<u64>, addr: Option<&str>) {
-        if id.is_none() && addr.is_none() {
-            return;
-        }
-        let spelt = addr.and_then(|a| self.node_at(a));
-        let Ok(mut k) = self.inner.known.lock() else {
-            return;
-        };
-        let by_id = id.and_then(|id| k.ids.iter().position(|n| *n == Some(id)));
-        let by_addr = spelt.filter(|&e| match (id, k.ids.get(e).copied().flatten()) {
-            (Some(want), Some(reached)) => want == reached,
-            _ => true,
-        });
-        k.leader_id = id;
-        k.leader = by_id.or(by_addr);
-    }
-
-    /// The endpoint spelt like a node's advertised client address. Endpoints may carry a
-    /// scheme (`http://host:port`); advertised addresses do not.
-    fn node_at(&self, advertised: &str) -> Option<usize> {
-        fn bare(a: &str) -> &str {
-            a.split_once("://")
-                .map_or(a, |(_, rest)| rest)
-                .trim_end_matches('/')
-        }
-        let want = bare(advertised);
-        self.inner.nodes.iter().position(|n| bare(&n.addr) == want)
+        self.inner.routing.leader_named(id, addr);
     }
 
     /// Skip endpoint `i` for a while (and forget it as leader), so the next attempt of a
     /// call goes elsewhere instead of waiting on the same silent connection.
     fn mark_down(&self, i: usize) {
-        if let Ok(mut down) = self.inner.nodes[i].down_until.lock() {
-            *down = Some(Instant::now() + DOWN_FOR);
-        }
-        if let Ok(mut k) = self.inner.known.lock() {
-            if k.leader == Some(i) {
-                k.leader = None;
-            }
-        }
+        self.inner.routing.skip_for(i, DOWN_FOR);
     }
 
     /// Run one logical call with retries. `f` must send the same request every time (the
@@ -1428,10 +1345,7 @@ mod tests {
         let c = Client::builder(["http://127.0.0.1:7001", "127.0.0.1:7002", "http://n3:7003/"])
             .build()
             .unwrap();
-        assert_eq!(c.node_at("127.0.0.1:7001"), Some(0));
-        assert_eq!(c.node_at("http://127.0.0.1:7002"), Some(1));
-        assert_eq!(c.node_at("n3:7003"), Some(2));
-        assert_eq!(c.node_at("127.0.0.1:7009"), None);
+        assert_eq!(c.inner.routing.endpoint_at("n3:7003"), Some(2));
 
         let mut md = tonic::metadata::MetadataMap::new();
         md.insert(sessiond_proto::LEADER_KEY, "n3:7003".parse().unwrap());
@@ -1483,7 +1397,7 @@ mod tests {
             .tls(ClientTlsConfig::new())
             .build()
             .unwrap();
-        let leader = |c: &Client| c.inner.known.lock().unwrap().leader;
+        let leader = |c: &Client| c.inner.routing.leader();
 
         // Node 1 (endpoint 0) forwarded a call to node 3. No endpoint is known to reach node
         // 3 and none is spelt 127.0.0.1:7003: leader-only calls still go round the endpoints.
@@ -1535,7 +1449,7 @@ mod tests {
         let c = Client::builder(["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"])
             .build()
             .unwrap();
-        let leader = |c: &Client| c.inner.known.lock().unwrap().leader;
+        let leader = |c: &Client| c.inner.routing.leader();
         c.learn_answer(0, &metadata(&[(NODE_KEY, "1")]));
         c.learn(1, &not_leader("2", 1, "127.0.0.1:7001"));
         assert_eq!(leader(&c), Some(0));

@@ -25,9 +25,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sessiond_client::Routing;
 use sessiond_proto::v1 as pb;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // The retry policy of the client crate's defaults, so both backends recover alike.
@@ -63,9 +63,8 @@ struct Shared {
     nodes: Vec<Node>,
     /// `None`: the nodes run `--insecure` (plaintext, no authentication).
     tls: Option<tokio_rustls::TlsConnector>,
-    known: Mutex<Known>,
-    /// Round-robin position for calls any node may serve.
-    next: AtomicUsize,
+    /// Which endpoint a call goes to, kept as the gRPC client keeps it.
+    routing: Routing,
 }
 
 struct Node {
@@ -73,17 +72,6 @@ struct Node {
     authority: String,
     /// The name the node's certificate is checked against (the endpoint's host).
     server_name: rustls::pki_types::ServerName<'static>,
-}
-
-/// What answers taught about the nodes behind the endpoints (as the client crate keeps it).
-#[derive(Default)]
-struct Known {
-    /// By endpoint index: the node id its last answer named.
-    ids: Vec<Option<u64>>,
-    /// The endpoint leader-only calls go to.
-    leader: Option<usize>,
-    /// The leader's node id as last named, to recognise its endpoint once it answers.
-    leader_id: Option<u64>,
 }
 
 /// An answer to one attempt, whatever its status.
@@ -132,13 +120,9 @@ impl Http {
             tokio_rustls::TlsConnector::from(Arc::new(config))
         });
         let shared = Arc::new(Shared {
-            known: Mutex::new(Known {
-                ids: vec![None; nodes.len()],
-                ..Known::default()
-            }),
+            routing: Routing::new(nodes.iter().map(|n| n.authority.clone())),
             nodes,
             tls,
-            next: AtomicUsize::new(0),
         });
         Ok(Http {
             conns: shared.nodes.iter().map(|_| None).collect(),
@@ -227,7 +211,7 @@ impl Http {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let i = self.shared.pick(prefer_leader);
+            let i = self.shared.routing.pick(prefer_leader);
             let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, self.exchange(i, path, &body));
             let last = match attempt.await {
                 Ok(Ok(a)) if a.status.is_success() => {
@@ -254,18 +238,18 @@ impl Http {
                         anyhow::bail!(e);
                     }
                     if detail.leader_id != 0 || !detail.leader_addr.is_empty() {
-                        self.shared.learn_hint(
+                        self.shared.routing.leader_named(
                             (detail.leader_id != 0).then_some(detail.leader_id),
                             Some(detail.leader_addr.as_str()).filter(|a| !a.is_empty()),
                         );
                     } else {
-                        self.shared.forget_leader(i);
+                        self.shared.routing.forget_leader(i);
                     }
                     e
                 }
                 Ok(Err(e)) => {
                     self.conns[i] = None;
-                    self.shared.forget_leader(i);
+                    self.shared.routing.forget_leader(i);
                     if is_tls_failure(&e) {
                         // A wrong CA or certificate fails every attempt alike.
                         return Err(e.context(format!("{path}: TLS with {}", self.authority(i))));
@@ -275,7 +259,7 @@ impl Http {
                 Err(_) => {
                     // The connection may hold a half-read answer: never reuse it.
                     self.conns[i] = None;
-                    self.shared.forget_leader(i);
+                    self.shared.routing.forget_leader(i);
                     format!("{path}: attempt timed out after {ATTEMPT_TIMEOUT:?}")
                 }
             };
@@ -361,22 +345,11 @@ impl Http {
 }
 
 impl Shared {
-    /// The endpoint for the next attempt: the leader's when wanted and known, else the next
-    /// one round the endpoints.
-    fn pick(&self, prefer_leader: bool) -> usize {
-        if prefer_leader {
-            if let Some(l) = self.known.lock().ok().and_then(|k| k.leader) {
-                return l;
-            }
-        }
-        self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len()
-    }
-
     /// A successful answer of endpoint `i`: the node that gave it, and the leader named by a
     /// node that forwarded the call (so the next leader-only call skips the extra hop).
     fn learn_answer(&self, i: usize, headers: &http::HeaderMap) {
         self.learn_node(i, headers);
-        self.learn_hint(
+        self.routing.leader_named(
             header_id(headers, sessiond_proto::LEADER_ID_KEY),
             headers
                 .get(sessiond_proto::LEADER_KEY)
@@ -386,55 +359,8 @@ impl Shared {
 
     /// Endpoint `i` reaches the node its answer names.
     fn learn_node(&self, i: usize, headers: &http::HeaderMap) {
-        let Some(id) = header_id(headers, sessiond_proto::NODE_KEY) else {
-            return;
-        };
-        let Ok(mut k) = self.known.lock() else {
-            return;
-        };
-        if let Some(slot) = k.ids.get_mut(i) {
-            *slot = Some(id);
-        }
-        match k.leader_id {
-            Some(l) if l == id && k.leader.is_none() => k.leader = Some(i),
-            Some(l) if l != id && k.leader == Some(i) => k.leader = None,
-            _ => {}
-        }
-    }
-
-    /// A node named the leader by id, advertised client address, or both: its endpoint is
-    /// the one known to reach that id, else the one spelt like the address.
-    fn learn_hint(&self, id: Option<u64>, addr: Option<&str>) {
-        if id.is_none() && addr.is_none() {
-            return;
-        }
-        let spelt = addr.and_then(|a| {
-            let want = a
-                .split_once("://")
-                .map_or(a, |(_, r)| r)
-                .trim_end_matches('/');
-            self.nodes.iter().position(|n| n.authority == want)
-        });
-        let Ok(mut k) = self.known.lock() else {
-            return;
-        };
-        let by_id = id.and_then(|id| k.ids.iter().position(|n| *n == Some(id)));
-        let by_addr = spelt.filter(|&e| match (id, k.ids.get(e).copied().flatten()) {
-            (Some(want), Some(reached)) => want == reached,
-            _ => true,
-        });
-        k.leader_id = id;
-        k.leader = by_id.or(by_addr);
-    }
-
-    /// Endpoint `i` failed or named no leader: stop sending leader-only calls there, so the
-    /// next attempt goes round the others.
-    fn forget_leader(&self, i: usize) {
-        if let Ok(mut k) = self.known.lock() {
-            if k.leader == Some(i) {
-                k.leader = None;
-            }
-        }
+        self.routing
+            .answered(i, header_id(headers, sessiond_proto::NODE_KEY));
     }
 }
 
@@ -496,19 +422,33 @@ mod tests {
     }
 
     #[test]
-    fn hints_find_the_leader_by_node_id_or_address() {
+    fn answers_headers_find_the_leader_by_node_id_or_address() {
         let h = Http::connect(
             &["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
             None,
         )
         .unwrap();
-        let mut headers = http::HeaderMap::new();
-        headers.insert(sessiond_proto::NODE_KEY, http::HeaderValue::from(5u64));
-        h.shared.learn_node(1, &headers);
-        h.shared.learn_hint(Some(5), None);
-        assert_eq!(h.shared.pick(true), 1);
-        h.shared.forget_leader(1);
-        h.shared.learn_hint(None, Some("127.0.0.1:1"));
-        assert_eq!(h.shared.pick(true), 0);
+        let headers = |entries: &[(&'static str, &str)]| {
+            let mut m = http::HeaderMap::new();
+            for (k, v) in entries {
+                m.insert(*k, http::HeaderValue::from_str(v).unwrap());
+            }
+            m
+        };
+        h.shared
+            .learn_node(1, &headers(&[(sessiond_proto::NODE_KEY, "5")]));
+        // Node 1 forwarded a call to the leader, node 5.
+        h.shared.learn_answer(
+            0,
+            &headers(&[
+                (sessiond_proto::NODE_KEY, "1"),
+                (sessiond_proto::LEADER_ID_KEY, "5"),
+            ]),
+        );
+        assert_eq!(h.shared.routing.pick(true), 1);
+        h.shared.routing.forget_leader(1);
+        h.shared
+            .learn_answer(1, &headers(&[(sessiond_proto::LEADER_KEY, "127.0.0.1:1")]));
+        assert_eq!(h.shared.routing.pick(true), 0);
     }
 }
