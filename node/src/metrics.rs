@@ -39,9 +39,6 @@ pub struct Metrics {
     insecure: IntGauge,
     clock_skew: IntGauge,
     clock_skewed: IntGauge,
-    /// When this process created its metrics: a supervisor restarting the node (a failed
-    /// fsync, a stopped Raft, a crash) shows as a change of this value between scrapes.
-    start_time: IntGauge,
     /// Full paths of the client port's methods: the only values of the `method` label.
     methods: std::collections::HashSet<String>,
 }
@@ -191,6 +188,9 @@ impl Metrics {
             "1 while this node's clock is further from the voters' median than \
              --max-clock-skew-ms (it then never drives replicated time)",
         )?;
+        // When this process created its metrics: a supervisor restarting the node (a failed
+        // fsync, a stopped Raft, a crash) shows as a change between scrapes. Set once, kept
+        // by the registry only.
         let start_time = IntGauge::new(
             "start_time_seconds",
             "When this node's process started, in Unix seconds (a change means a restart)",
@@ -226,7 +226,6 @@ impl Metrics {
             insecure,
             clock_skew,
             clock_skewed,
-            start_time,
             methods: method_paths(),
         })
     }
