@@ -159,10 +159,11 @@ rust_tools() {
 }
 
 # Python tools of the deployment checks, from PyPI, at pinned versions.
-# The manifests' schema check, and the test runner of the Python client (examples/python).
-PYTHON_TOOLS='kubernetes-validate==1.37.0 PyYAML==6.0.3 pytest==8.3.4'
+# The manifests' schema check, and the test runner of the Python client (examples/python)
+# with the ASGI framework and server its middleware is tested behind.
+PYTHON_TOOLS='kubernetes-validate==1.37.0 PyYAML==6.0.3 pytest==8.3.4 starlette==1.10.0 uvicorn==0.55.0'
 python_tools() {
-  python3 -c 'import kubernetes_validate, yaml, pytest' 2>/dev/null && return 0
+  python3 -c 'import kubernetes_validate, yaml, pytest, starlette, uvicorn' 2>/dev/null && return 0
   echo "setup: installing $PYTHON_TOOLS (pip)"
   python3 -m pip install -q --disable-pip-version-check $PYTHON_TOOLS </dev/null
 }

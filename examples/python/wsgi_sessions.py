@@ -51,6 +51,10 @@ ENVIRON_KEY = "sessiond.session"
 #: Compare-and-set rounds for one save before giving up with a 409.
 SAVE_ROUNDS = 3
 
+#: The answers that replace the handler's when the session could not be saved.
+CONFLICT = ("409 Conflict", "the session was changed by another request\n")
+UNAVAILABLE = ("503 Service Unavailable", "session store unavailable\n")
+
 
 class DataConflict(Exception):
     """Another request changed the same keys of the session data since this one read it."""
@@ -202,12 +206,12 @@ def _looks_like_token(value: str) -> bool:
     return value.startswith("sdt1_") and len(value) == 48
 
 
-class SessionMiddleware:
-    """WSGI middleware keeping a sessiond session per browser in the cookie ``cookie``."""
+class CookieSessions:
+    """The cookie and its validation, whatever the server interface: the settings of a
+    middleware keeping a sessiond session per browser in the cookie ``cookie``."""
 
     def __init__(
         self,
-        app: Callable,
         client: Client,
         cookie: str = "sid",
         secure: bool = True,
@@ -216,7 +220,6 @@ class SessionMiddleware:
         consistency: str = "stale",
         touch: bool = True,
     ):
-        self.app = app
         self.client = client
         self.cookie = cookie
         self.secure = secure
@@ -233,8 +236,8 @@ class SessionMiddleware:
             return ("Set-Cookie", f"{self.cookie}=; Max-Age=0{attrs}")
         return ("Set-Cookie", f"{self.cookie}={token}{attrs}")
 
-    def cookie_token(self, environ) -> Optional[str]:
-        raw = environ.get("HTTP_COOKIE", "")
+    def token_in(self, raw: str) -> Optional[str]:
+        """The value of the session cookie in a ``Cookie`` header, if any."""
         if not raw:
             return None
         try:
@@ -245,6 +248,7 @@ class SessionMiddleware:
         return morsel.value if morsel is not None and morsel.value else None
 
     def _validate(self, rs: RequestSession, token: str) -> None:
+        """Validate the cookie's token into ``rs`` (see the module doc); raises Unavailable."""
         if not _looks_like_token(token):
             rs.cookie_changed = True  # not ours: clear it
             return
@@ -267,15 +271,36 @@ class SessionMiddleware:
             return
         rs._adopt(session, token)
 
+    def _finish(self, rs: RequestSession) -> Optional[Tuple[str, str]]:
+        """After the handler: write the data back. The status and text that replace the
+        handler's answer when the save could not be made, else None."""
+        try:
+            rs.save()
+        except DataConflict:
+            return CONFLICT
+        except LOGGED_OUT:
+            rs._forget()  # logged out meanwhile: the logout wins, nothing is written back
+        except Unavailable:
+            return UNAVAILABLE
+        return None
+
+
+class SessionMiddleware(CookieSessions):
+    """WSGI middleware keeping a sessiond session per browser in the cookie ``cookie``."""
+
+    def __init__(self, app: Callable, client: Client, **settings):
+        super().__init__(client, **settings)
+        self.app = app
+
     def __call__(self, environ, start_response):
         rs = RequestSession(self.client)
         environ[ENVIRON_KEY] = rs
-        token = self.cookie_token(environ)
+        token = self.token_in(environ.get("HTTP_COOKIE", ""))
         try:
             if token:
                 self._validate(rs, token)
         except Unavailable:
-            return _plain(start_response, "503 Service Unavailable", "session store unavailable\n")
+            return _plain(start_response, *UNAVAILABLE)
 
         captured: dict = {}
         body: List[bytes] = []
@@ -294,16 +319,11 @@ class SessionMiddleware:
                 if close is not None:
                     close()
         except Unavailable:  # a login, rotation or logout in the handler could not be made
-            return _plain(start_response, "503 Service Unavailable", "session store unavailable\n")
+            return _plain(start_response, *UNAVAILABLE)
         status, headers = captured["status"], captured["headers"]
-        try:
-            rs.save()
-        except DataConflict:
-            status, headers, body = _error("409 Conflict", "the session was changed by another request\n")
-        except LOGGED_OUT:
-            rs._forget()  # logged out meanwhile: the logout wins, nothing is written back
-        except Unavailable:
-            status, headers, body = _error("503 Service Unavailable", "session store unavailable\n")
+        failed = self._finish(rs)
+        if failed is not None:
+            status, headers, body = _error(*failed)
         if rs.cookie_changed:
             headers.append(self.set_cookie_header(rs._token))
             if not any(k.lower() == "cache-control" for k, _ in headers):

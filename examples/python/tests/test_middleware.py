@@ -1,70 +1,18 @@
-"""The WSGI middleware end to end: a wsgiref server in a thread, browsers with cookie jars
-(http.cookiejar + urllib), against the real cluster."""
+"""The WSGI and ASGI middlewares end to end, the same scenarios against each: a WSGI app
+behind a threading wsgiref server (wsgi_app.py) and a Starlette app with async handlers behind
+uvicorn (asgi_app.py); browsers with cookie jars (urllib); the real cluster."""
 
-import http.cookiejar
+import asyncio
 import json
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from socketserver import ThreadingMixIn
 
 import pytest
 
+import asgi_app
+import wsgi_app
+from asgi_sessions import SessionMiddleware as AsgiMiddleware
+from browser import Browser
 from sessiond_client import Client, Revoked, VersionConflict
-from wsgi_sessions import SessionMiddleware
-
-#: Requests of the `wait` parameter meet here after reading their session, before saving it,
-#: so that both are sure to have read the same version.
-meeting = {}
-
-
-def app(environ, start_response):
-    s = environ["sessiond.session"]
-    path = environ["PATH_INFO"]
-    q = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
-    if path == "/login":
-        s.login(q["user"])
-        body = "welcome"
-    elif path == "/logout":
-        s.logout()
-        body = "bye"
-    elif path == "/everywhere":
-        s.logout_everywhere()
-        body = "bye everywhere"
-    elif s.user_id is None:
-        start_response("401 Unauthorized", [("Content-Type", "text/plain")])
-        return [b"log in first"]
-    elif path == "/count":
-        s.data["n"] = s.data.get("n", 0) + 1
-        body = str(s.data["n"])
-    elif path == "/set":
-        s.data[q["k"]] = q["v"]
-        if "wait" in q:
-            meeting[q["wait"]].wait(10)
-        body = "ok"
-    elif path == "/rotate":
-        s.data["rotated"] = True
-        s.rotate()
-        body = "rotated"
-    elif path == "/renew":
-        s.data["renewed"] = True
-        s.renew()
-        body = "renewed"
-    else:
-        body = json.dumps({"user": s.user_id, "data": s.data}, sort_keys=True)
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [body.encode()]
-
-
-class Quiet(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
 
 
 class CountingClient(Client):
@@ -80,67 +28,49 @@ class CountingClient(Client):
             raise
 
 
-def _serve(wsgi_app):
-    httpd = make_server("127.0.0.1", 0, wsgi_app, server_class=ThreadingServer, handler_class=Quiet)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    return httpd, f"http://127.0.0.1:{httpd.server_port}"
+@pytest.fixture(scope="module", params=["wsgi", "asgi"])
+def stack(request):
+    """The app module of one server interface: ``serve(client)`` and ``meet(name)``."""
+    return {"wsgi": wsgi_app, "asgi": asgi_app}[request.param]
 
 
 @pytest.fixture(scope="module")
-def server(cluster):
+def server(cluster, stack):
     c = CountingClient(
         cluster.endpoints,
         ca_file=cluster.env["SESSIOND_CA"],
         cert_file=cluster.env["SESSIOND_CERT"],
         key_file=cluster.env["SESSIOND_KEY"],
     )
-    httpd, url = _serve(SessionMiddleware(app, c, secure=False))
+    url, stop = stack.serve(c)
     yield url
-    httpd.shutdown()
-    httpd.server_close()
+    stop()
 
 
-class Browser:
-    def __init__(self, base, jar=None):
-        self.base = base
-        self.jar = jar if jar is not None else http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-        self.last_headers = None
-
-    def get(self, path):
-        try:
-            with self.opener.open(self.base + path, timeout=30) as r:
-                self.last_headers = r.headers
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            self.last_headers = e.headers
-            return e.code, e.read().decode()
-
-    def token(self):
-        return next((c.value for c in self.jar if c.name == "sid"), None)
-
-    def set_token(self, token):
-        self.jar.set_cookie(
-            http.cookiejar.Cookie(
-                0, "sid", token, None, False, "127.0.0.1", False, False, "/", True,
-                False, None, False, None, None, {"HttpOnly": None},
-            )
-        )
+@pytest.fixture
+def user(stack):
+    """User names of one stack's runs, distinct from the other's on the shared cluster."""
+    return lambda name: f"{stack.__name__}-{name}"
 
 
 def me(user, data):
-    return (200, json.dumps({"user": user, "data": data}, sort_keys=True))
+    return (200, {"user": user, "data": data})
 
 
-def test_login_count_rotate_logout(server, client):
+def whoami(b):
+    code, body = b.get("/me")
+    return code, (json.loads(body) if code == 200 else body)
+
+
+def test_login_count_rotate_logout(server, client, user):
     b = Browser(server)
     assert b.get("/me") == (401, "log in first")
-    assert b.get("/login?user=hana") == (200, "welcome")
+    assert b.get(f"/login?user={user('hana')}") == (200, "welcome")
     first = b.token()
     assert first and first.startswith("sdt1_")
     cookie = b.last_headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+    assert b.last_headers["Cache-Control"] == 'no-cache="Set-Cookie"'
     for want in ("1", "2", "3"):
         assert b.get("/count") == (200, want)
         assert b.last_headers["Set-Cookie"] is None, "the cookie is only set when it changes"
@@ -156,7 +86,7 @@ def test_login_count_rotate_logout(server, client):
     assert b.get("/count") == (200, "4")
     assert b.token() == successor
     assert CountingClient.conflicts == conflicts, "the save expected the version after the rotation"
-    assert b.get("/me") == me("hana", {"n": 4})
+    assert whoami(b) == me(user("hana"), {"n": 4})
 
     # A rotation in the handler, inside the rotation interval: the token stays, the change lands.
     version = client.get_session(successor)[0].version
@@ -172,8 +102,8 @@ def test_login_count_rotate_logout(server, client):
         client.get_session(successor)
     assert e.value.reason == "renewed"
     s2, _ = client.get_session(b.token())
-    assert s2.id != s.id and s2.user_id == "hana"
-    assert b.get("/me") == me("hana", {"n": 4, "rotated": True, "renewed": True})
+    assert s2.id != s.id and s2.user_id == user("hana")
+    assert whoami(b) == me(user("hana"), {"n": 4, "rotated": True, "renewed": True})
 
     last = b.token()
     assert b.get("/logout") == (200, "bye")
@@ -184,21 +114,21 @@ def test_login_count_rotate_logout(server, client):
     assert b.get("/count")[0] == 401
 
 
-def test_a_new_login_revokes_the_previous_session(server, client):
+def test_a_new_login_revokes_the_previous_session(server, client, user):
     b = Browser(server)
-    b.get("/login?user=ines")
+    b.get(f"/login?user={user('ines')}")
     before = b.token()
     b.get("/count")
-    b.get("/login?user=ines")
+    b.get(f"/login?user={user('ines')}")
     assert b.token() != before
     with pytest.raises(Revoked):
         client.get_session(before)
-    assert b.get("/me") == me("ines", {}), "a fresh session"
+    assert whoami(b) == me(user("ines"), {}), "a fresh session"
 
 
-def test_tabs_racing_with_a_superseded_cookie_converge_on_one_token(server, client):
+def test_tabs_racing_with_a_superseded_cookie_converge_on_one_token(server, client, user):
     b = Browser(server)
-    b.get("/login?user=jana")
+    b.get(f"/login?user={user('jana')}")
     token = b.token()
     successor = client.rotate_or_current(token)  # another tab (or server) rotated
     tabs = [Browser(server) for _ in range(6)]
@@ -209,24 +139,24 @@ def test_tabs_racing_with_a_superseded_cookie_converge_on_one_token(server, clie
 
     def go(tab):
         barrier.wait()
-        results.append(tab.get("/me"))
+        results.append(whoami(tab))
 
     threads = [threading.Thread(target=go, args=(t,)) for t in tabs]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert results == [me("jana", {})] * len(tabs), "no tab was logged out"
+    assert results == [me(user("jana"), {})] * len(tabs), "no tab was logged out"
     assert {t.token() for t in tabs} == {successor}, "every tab holds the one successor"
     s, superseded = client.get_session(successor)
     assert s.generation == 1 and not superseded
 
 
-def test_concurrent_saves_of_different_keys_both_land(server, client):
+def test_concurrent_saves_of_different_keys_both_land(server, client, user, stack):
     b = Browser(server)
-    b.get("/login?user=kira")
+    b.get(f"/login?user={user('kira')}")
     version = client.get_session(b.token())[0].version
-    meeting["k1"] = threading.Barrier(2)
+    stack.meet("k1")
     results = []
     threads = [
         threading.Thread(target=lambda k=k, v=v: results.append(b.get(f"/set?k={k}&v={v}&wait=k1")))
@@ -244,10 +174,10 @@ def test_concurrent_saves_of_different_keys_both_land(server, client):
     assert s.version == version + 2
 
 
-def test_concurrent_saves_of_the_same_key_answer_409_to_one(server, client):
+def test_concurrent_saves_of_the_same_key_answer_409_to_one(server, client, user, stack):
     b = Browser(server)
-    b.get("/login?user=lara")
-    meeting["k2"] = threading.Barrier(2)
+    b.get(f"/login?user={user('lara')}")
+    stack.meet("k2")
     results = {}
     threads = [
         threading.Thread(target=lambda v=v: results.__setitem__(v, b.get(f"/set?k=color&v={v}&wait=k2")))
@@ -264,10 +194,10 @@ def test_concurrent_saves_of_the_same_key_answer_409_to_one(server, client):
     assert json.loads(s.data) == {"color": winner}, "the refused write left no trace"
 
 
-def test_a_logout_racing_saves_never_brings_the_session_back(server, client):
+def test_a_logout_racing_saves_never_brings_the_session_back(server, client, user):
     for round in range(3):
         tab = Browser(server)
-        tab.get(f"/login?user=ivy{round}")
+        tab.get(f"/login?user={user(f'ivy{round}')}")
         token = tab.token()
         other = Browser(server, tab.jar)  # another tab of the same browser: one cookie jar
         codes = []
@@ -283,19 +213,19 @@ def test_a_logout_racing_saves_never_brings_the_session_back(server, client):
         assert set(codes) <= {200, 401}, codes
         with pytest.raises(Revoked):
             client.get_session(token)
-        assert list(client.list_user_sessions(f"ivy{round}")) == []
+        assert list(client.list_user_sessions(user(f"ivy{round}"))) == []
         assert tab.get("/me")[0] == 401
 
 
-def test_logout_everywhere_logs_out_the_other_browsers(server, client):
+def test_logout_everywhere_logs_out_the_other_browsers(server, client, user):
     phone, laptop = Browser(server), Browser(server)
-    phone.get("/login?user=mona")
-    laptop.get("/login?user=mona")
+    phone.get(f"/login?user={user('mona')}")
+    laptop.get(f"/login?user={user('mona')}")
     assert laptop.get("/count") == (200, "1")
     assert phone.get("/everywhere") == (200, "bye everywhere")
     assert laptop.get("/count")[0] == 401
     assert laptop.token() is None, "the dead cookie was cleared"
-    assert list(client.list_user_sessions("mona")) == []
+    assert list(client.list_user_sessions(user("mona"))) == []
 
 
 def test_a_cookie_that_is_no_token_is_cleared(server):
@@ -308,18 +238,28 @@ def test_a_cookie_that_is_no_token_is_cleared(server):
     assert b.token() is None
 
 
-def test_an_unreachable_store_is_a_503_not_a_logout(cluster, server):
+def test_an_unreachable_store_is_a_503_not_a_logout(cluster, server, user, stack):
     b = Browser(server)
-    b.get("/login?user=nora")
+    b.get(f"/login?user={user('nora')}")
     token = b.token()
     dead = Client(["127.0.0.1:9"], ca_file=cluster.env["SESSIOND_CA"], deadline=0.5)
-    httpd, url = _serve(SessionMiddleware(app, dead, secure=False))
+    url, stop = stack.serve(dead)
     try:
         b2 = Browser(url, b.jar)
-        assert b2.get("/me")[0] == 503
+        assert b2.get("/me") == (503, "session store unavailable\n")
         assert b2.last_headers["Set-Cookie"] is None
         assert b.token() == token, "the cookie was kept"
     finally:
-        httpd.shutdown()
-        httpd.server_close()
-    assert b.get("/me") == me("nora", {}), "still logged in once the store is back"
+        stop()
+    assert whoami(b) == me(user("nora"), {}), "still logged in once the store is back"
+
+
+def test_asgi_scopes_other_than_http_pass_through_without_a_session():
+    seen = []
+
+    async def inner(scope, receive, send):
+        seen.append(scope)
+
+    mw = AsgiMiddleware(inner, Client(["127.0.0.1:9"], deadline=0.1))
+    asyncio.run(mw({"type": "lifespan"}, None, None))
+    assert seen == [{"type": "lifespan"}], "no session, no change to the scope"
