@@ -445,6 +445,12 @@ impl ClientBuilder {
         if self.endpoints.is_empty() {
             return Err(Error::Config("no endpoints".into()));
         }
+        if self.identity.is_some() && self.bearer.is_some() {
+            // The nodes refuse a call that presents both.
+            return Err(Error::Config(
+                "give a client certificate or a bearer token, not both".into(),
+            ));
+        }
         let tls = self.tls_config()?;
         let auth = self.bearer_auth()?;
         let secure = tls.is_some() || self.bearer.is_some();
@@ -1258,6 +1264,24 @@ mod tests {
                 Err(Error::Config(m)) => assert!(!m.contains(SECRET), "{m}"),
                 other => panic!("{:?}", other.err()),
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_certificate_and_a_bearer_token_together_are_refused() {
+        let (cert, key) = pem_pair();
+        let e = Client::builder(["127.0.0.1:7001"])
+            .ca_cert_pem(cert.clone())
+            .identity_pem(cert, key)
+            .bearer_token(SECRET)
+            .build()
+            .err()
+            .expect("refused");
+        match e {
+            Error::Config(m) => {
+                assert!(m.contains("not both") && !m.contains(SECRET), "{m}")
+            }
+            other => panic!("expected a config error, got {other:?}"),
         }
     }
 

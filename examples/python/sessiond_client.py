@@ -463,6 +463,9 @@ class Client:
             raise ValueError("no endpoints")
         if bool(cert_file) != bool(key_file):
             raise ValueError("a client certificate needs both cert_file and key_file")
+        if cert_file and bearer_token:
+            # The nodes refuse a call that presents both.
+            raise ValueError("give a client certificate or a bearer token, not both")
         self._ctx = ssl.create_default_context(cafile=ca_file)
         if cert_file:
             self._ctx.load_cert_chain(cert_file, key_file)

@@ -11,6 +11,9 @@
 //! - another client certificate: the principal named by its common name;
 //! - no certificate: the principal whose bearer credential (`authorization: Bearer …`) the
 //!   access list holds the hash of;
+//! - a certificate and an `authorization` header both: refused, whatever either is worth —
+//!   two credentials may name two principals (and request ids are scoped by principal), and a
+//!   credential the node would ignore must not look accepted;
 //! - nothing valid: refused with `UNAUTHENTICATED` before any handler runs.
 //!
 //! With `--insecure` every caller is the anonymous principal with every role.
@@ -72,6 +75,11 @@ impl Authenticator {
             Authenticator::Secure(access) => access,
         };
         if let Some(der) = certificate {
+            if headers.contains_key(http::header::AUTHORIZATION) {
+                return Err(error::unauthenticated(
+                    "present a client certificate or a bearer credential, not both",
+                ));
+            }
             if let Some(node) = identity::node_id_of(der) {
                 return Ok(match forwarded_for {
                     Some(name) => Caller {

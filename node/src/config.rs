@@ -34,6 +34,8 @@ pub enum Command {
     Backup(crate::recovery::BackupArgs),
     /// Seed the empty data directory of one member of a new cluster from a backup file.
     Restore(crate::recovery::RestoreArgs),
+    /// Print the OpenAPI 3.1 description of the HTTP/JSON API (as docs/openapi.json).
+    Openapi,
 }
 
 /// Log line format.

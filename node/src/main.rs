@@ -46,6 +46,11 @@ fn main() -> anyhow::Result<()> {
         Command::Certs(args) => sessiond::certs::run(args),
         Command::Backup(args) => runtime(Some(1))?.block_on(sessiond::recovery::backup(args)),
         Command::Restore(args) => runtime(Some(1))?.block_on(sessiond::recovery::restore(args)),
+        Command::Openapi => {
+            let doc = sessiond::api::openapi::document()?;
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(())
+        }
     }
 }
 

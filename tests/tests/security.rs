@@ -218,6 +218,18 @@ async fn a_bearer_credential_authenticates_once_the_nodes_reload() {
     )
     .await;
     assert!(!created.into_inner().token.is_empty());
+
+    // A client certificate and a bearer credential together are refused, even both valid:
+    // two credentials may name two principals. Nothing is written.
+    let before = c.status(leader).await.unwrap().applied_index;
+    for presented in [secret.as_str(), "sd_not-a-real-secret"] {
+        let r = SessionsClient::new(c.channel_as(APP, leader))
+            .create_session(bearer(create("bea-both", rid()), presented))
+            .await;
+        expect_err(r, ErrorCode::Unauthenticated);
+    }
+    assert_eq!(c.status(leader).await.unwrap().applied_index, before);
+    assert_eq!(sessions_of(&c, "bea-both").await, 0);
 }
 
 /// A Vote and an AppendEntries made with `tls` as sender `from` to node `to`, both refused;

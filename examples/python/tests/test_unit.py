@@ -240,6 +240,12 @@ def not_leader_unnamed(node, rec):
     return answer(503, {"code": "NOT_LEADER", "message": "election"})
 
 
+def test_a_certificate_and_a_bearer_token_together_are_refused(pki):
+    with pytest.raises(ValueError, match="not both") as e:
+        _client(pki, ["127.0.0.1:1"], bearer_token="s3cret")
+    assert "s3cret" not in str(e.value)
+
+
 def test_from_env(pki, tmp_path):
     secret = tmp_path / "app.secret"
     secret.write_text("s3cret\n")

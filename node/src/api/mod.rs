@@ -5,6 +5,7 @@
 //! - [`grpc`]: the gRPC adapter of the sessions core, and `ApiError` ↔ gRPC status.
 //! - [`json`]: the HTTP/JSON adapter of the same core, on the same port, and `ApiError` ↔
 //!   HTTP status + JSON `ErrorDetail`.
+//! - [`openapi`]: the OpenAPI description of the JSON adapter, derived from the descriptors.
 //! - [`cluster`]: the `Cluster` operator service (operator role only).
 //! - [`caller`]: the authenticated caller and the one role check.
 //! - [`error`]: `ApiError`: a failure kind plus the machine-readable `ErrorDetail`.
@@ -17,5 +18,6 @@ pub mod convert;
 pub mod error;
 pub mod grpc;
 pub mod json;
+pub mod openapi;
 pub mod route;
 pub mod sessions;
