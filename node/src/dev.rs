@@ -66,7 +66,7 @@ fn spawn(
     Ok(child)
 }
 
-/// Run the local cluster until Ctrl-C.
+/// Run the local cluster until Ctrl-C or SIGTERM, then stop its nodes.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if !(1..=9).contains(&args.nodes) {
         bail!("--nodes must be between 1 and 9");
@@ -125,9 +125,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("press Ctrl-C to stop");
 
     let mut exited = vec![false; children.len()];
+    // Listening from now on: a signal is never missed between two turns of the loop.
+    let stop = crate::signal::shutdown();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut stop => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 for (i, child) in children.iter_mut().enumerate() {
                     if !exited[i] {

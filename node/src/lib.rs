@@ -31,6 +31,7 @@ pub mod observe;
 pub mod raft_types;
 pub mod reads;
 pub mod recovery;
+pub mod signal;
 pub mod store;
 pub mod sweeper;
 pub mod tls;

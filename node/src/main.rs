@@ -30,7 +30,7 @@ fn main() -> anyhow::Result<()> {
             runtime(cfg.worker_threads)?.block_on(async {
                 let node = sessiond::node::Node::start(cfg).await?;
                 tokio::select! {
-                    _ = shutdown_signal() => {
+                    _ = sessiond::signal::shutdown() => {
                         tracing::info!("shutting down");
                         node.shutdown().await;
                         Ok(())
@@ -62,26 +62,4 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         b.worker_threads(n);
     }
     Ok(b.build()?)
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -2,6 +2,8 @@
 retries with one request id over lost answers, and the races sessiond exists for."""
 
 import json
+import os
+import signal
 import ssl
 import subprocess
 import threading
@@ -9,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import GRACE_MS, MAX_SESSIONS_PER_USER, binary
+from conftest import GRACE_MS, MAX_SESSIONS_PER_USER, NODES, Cluster, binary
 from fakenode import DROP, FakeNode, answer, forward
 from sessiond_client import (
     Client,
@@ -420,3 +422,30 @@ def test_a_logout_racing_saves_is_final(cluster, client):
                     break
                 assert time.monotonic() < deadline, "a STALE read still shows the session"
                 time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sessiond_dev_stops_its_nodes_on_sigterm(tmp_path):
+    # A process manager or `kill` sends SIGTERM to `sessiond dev` alone, not to its group:
+    # its nodes must not be left running, holding the ports.
+    dev = Cluster(tmp_path)
+    dev.start()
+    try:
+        nodes = dev.node_pids()
+        assert len(nodes) == NODES, nodes
+        os.kill(dev.proc.pid, signal.SIGTERM)
+        assert dev.proc.wait(timeout=20) == 0, "a clean stop"
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in nodes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [p for p in nodes if _running(p)] == [], "nodes left running"
+    finally:
+        dev.stop()
