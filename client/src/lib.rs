@@ -1165,8 +1165,19 @@ mod tests {
         );
         // The file's newline is not part of the secret.
         assert_eq!(header(&b), Some(format!("Bearer {SECRET}")));
+        // Both credentials are read, but a client presents one of them: building refuses.
+        assert!(matches!(b.build(), Err(Error::Config(m)) if m.contains("not both")));
+
         // A CA makes scheme-less endpoints https://, so nothing is probed for TLS.
-        let c = b.build().unwrap();
+        let c = ClientBuilder::from_lookup(env(&[
+            (ENV_ENDPOINTS, Path::new("10.0.0.1:7001")),
+            (ENV_CA, &ca),
+            (ENV_CERT, &cert),
+            (ENV_KEY, &key),
+        ]))
+        .unwrap()
+        .build()
+        .unwrap();
         assert!(c.inner.nodes.iter().all(|n| n.plaintext.is_none()));
 
         // Nothing but endpoints: plaintext, for an --insecure node.
