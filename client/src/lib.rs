@@ -80,7 +80,10 @@ pub const ENV_TOKEN_FILE: &str = "SESSIOND_TOKEN_FILE";
 /// holding a [`ClusterClient`] from [`Client::cluster_client`].
 pub type AuthChannel = InterceptedService<Channel, BearerAuth>;
 
-/// Adds `authorization: Bearer <secret>` to every outgoing call (nothing without a secret).
+/// Adds `authorization: Bearer <secret>` to every outgoing call (nothing without a secret),
+/// and on the calls a [`Client`] retries, how long one attempt is waited for (`grpc-timeout`):
+/// the node drops an attempt the client gave up on, and a node forwarding it to the leader
+/// passes the deadline on, so an abandoned attempt never acts after its retry was answered.
 ///
 /// One instance is shared by all services of a [`Client`], so no call can leave without it.
 /// Its `Debug` never shows the secret, and the header value is marked sensitive (kept out of
@@ -88,6 +91,7 @@ pub type AuthChannel = InterceptedService<Channel, BearerAuth>;
 #[derive(Clone, Default)]
 pub struct BearerAuth {
     header: Option<MetadataValue<Ascii>>,
+    attempt_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for BearerAuth {
@@ -99,6 +103,7 @@ impl fmt::Debug for BearerAuth {
         };
         f.debug_struct("BearerAuth")
             .field("bearer", &shown)
+            .field("attempt_timeout", &self.attempt_timeout)
             .finish()
     }
 }
@@ -107,6 +112,9 @@ impl tonic::service::Interceptor for BearerAuth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(h) = &self.header {
             req.metadata_mut().insert("authorization", h.clone());
+        }
+        if let Some(t) = self.attempt_timeout {
+            req.set_timeout(t);
         }
         Ok(req)
     }
@@ -436,6 +444,7 @@ impl ClientBuilder {
         header.set_sensitive(true);
         Ok(BearerAuth {
             header: Some(header),
+            attempt_timeout: None,
         })
     }
 
@@ -484,10 +493,15 @@ impl ClientBuilder {
                 let host = uri.host().unwrap_or_default();
                 format!("{host}:{}", uri.port_u16().unwrap_or(80))
             });
-            let channel = InterceptedService::new(endpoint.connect_lazy(), auth.clone());
+            let connection = endpoint.connect_lazy();
+            let timed = BearerAuth {
+                attempt_timeout: Some(self.request_timeout),
+                ..auth.clone()
+            };
             nodes.push(Node {
                 addr: addr.clone(),
-                channel,
+                channel: InterceptedService::new(connection.clone(), auth.clone()),
+                timed: InterceptedService::new(connection, timed),
                 plaintext,
             });
         }
@@ -563,7 +577,10 @@ fn named(var: &str) -> impl Fn(Error) -> Error + '_ {
 
 struct Node {
     addr: String,
+    /// For streams and the `Cluster` service: no deadline per call.
     channel: AuthChannel,
+    /// The same connection, for retried unary calls: each attempt states its timeout.
+    timed: AuthChannel,
     /// `host:port` of a plaintext (`http://`) endpoint: where to check, after a transport
     /// failure, whether the node actually serves TLS.
     plaintext: Option<String>,
@@ -775,6 +792,16 @@ impl Client {
         F: Fn(SessionsClient<AuthChannel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.attempts(prefer_leader, true, f).await
+    }
+
+    /// [`Client::call`], with each attempt's timeout stated to the node when `timed` (not for
+    /// a stream, which lives past it).
+    async fn attempts<T, F, Fut>(&self, prefer_leader: bool, timed: bool, f: F) -> Result<T, Error>
+    where
+        F: Fn(SessionsClient<AuthChannel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let cfg = &self.inner.cfg;
         let deadline = Instant::now() + cfg.deadline;
         let mut backoff = cfg.backoff;
@@ -784,7 +811,12 @@ impl Client {
         loop {
             attempts += 1;
             let i = self.pick(prefer_leader);
-            let client = SessionsClient::new(self.inner.nodes[i].channel.clone())
+            let node = &self.inner.nodes[i];
+            let channel = match timed {
+                true => node.timed.clone(),
+                false => node.channel.clone(),
+            };
+            let client = SessionsClient::new(channel)
                 .max_decoding_message_size(sessiond_proto::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(sessiond_proto::MAX_MESSAGE_BYTES);
             let last = match tokio::time::timeout(cfg.request_timeout, f(client)).await {
@@ -1057,8 +1089,10 @@ impl Client {
         from_index: u64,
     ) -> Result<tonic::Streaming<Revocation>, Error> {
         let req = pb::WatchRevocationsRequest { from_index };
-        self.call(false, |mut c| async move { c.watch_revocations(req).await })
-            .await
+        self.attempts(false, false, |mut c| async move {
+            c.watch_revocations(req).await
+        })
+        .await
     }
 
     /// A `Cluster` client to the endpoint at `index` of the list given to the builder, over

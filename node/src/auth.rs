@@ -61,16 +61,26 @@ impl Authenticator {
         headers: &HeaderMap,
         certificate: Option<&CertificateDer<'_>>,
     ) -> Result<Caller, ApiError> {
+        Ok(self.identify(headers, certificate)?.with_timing(headers))
+    }
+
+    /// Who the caller is (see [`Authenticator::authenticate`]).
+    fn identify(
+        &self,
+        headers: &HeaderMap,
+        certificate: Option<&CertificateDer<'_>>,
+    ) -> Result<Caller, ApiError> {
         let forwarded_for = headers
             .get(FORWARDED_FOR_KEY)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let access = match self {
             Authenticator::Insecure => {
-                return Ok(Caller {
-                    principal: with_every_role(ANONYMOUS),
-                    forwarded: forwarded_for.is_some(),
-                })
+                let anyone = with_every_role(ANONYMOUS);
+                return Ok(match forwarded_for {
+                    Some(_) => Caller::forwarded_for(anyone),
+                    None => Caller::direct(anyone),
+                });
             }
             Authenticator::Secure(access) => access,
         };
@@ -82,10 +92,7 @@ impl Authenticator {
             }
             if let Some(node) = identity::node_id_of(der) {
                 return Ok(match forwarded_for {
-                    Some(name) => Caller {
-                        principal: access.for_certificate_name(&name),
-                        forwarded: true,
-                    },
+                    Some(name) => Caller::forwarded_for(access.for_certificate_name(&name)),
                     None => Caller::direct(with_every_role(&format!("node-{node}"))),
                 });
             }

@@ -72,6 +72,8 @@ struct State {
     /// This node's id and the current voters (from Raft's membership).
     self_id: NodeId,
     voters: Vec<NodeId>,
+    /// The voters' median clock a leader last told this node, and when it arrived.
+    told: Option<Sample>,
 }
 
 /// The node's clocks: wall clock, peers' clock samples and replicated time. Cheap to clone.
@@ -131,6 +133,7 @@ impl Clocks {
                 last_stamp: 0,
                 self_id: 0,
                 voters: Vec::new(),
+                told: None,
             })),
             skew_ms: Arc::new(AtomicI64::new(0)),
             skewed: Arc::new(AtomicBool::new(false)),
@@ -282,7 +285,23 @@ impl Clocks {
     /// arrived now.
     pub fn told_cluster_time(&self, cluster_ms: u64) {
         let own = self.wall.now_ms();
+        self.lock().told = Some(Sample {
+            wall_ms: cluster_ms,
+            at: Instant::now(),
+        });
         self.measured(own as i64 - cluster_ms as i64);
+    }
+
+    /// The voters' median clock now as this node reckons it: its own sampled median (a
+    /// leader), else the median a leader last told it advanced by the monotonic clock since
+    /// (however long ago: a partition does not stop the monotonic clock); `None` before either
+    /// is known. What a forwarded call's deadline is dated by, on both ends: the nodes agree
+    /// on it within a message's latency, whatever one node's own clock says.
+    pub fn median_now(&self) -> Option<u64> {
+        let st = self.lock();
+        self.estimate(&st, 0)
+            .1
+            .or_else(|| st.told.map(|s| advanced(s, Instant::now())))
     }
 
     fn measured(&self, skew: i64) {
@@ -526,6 +545,22 @@ mod tests {
         let (ok, _) = clocks(T + 100);
         ok.told_cluster_time(T);
         assert!(!ok.skewed());
+    }
+
+    #[test]
+    fn a_follower_reckons_the_median_from_what_it_was_told_not_from_its_own_clock() {
+        let (f, _) = clocks(T + 600_000);
+        f.set_membership(2, vec![1, 2, 3]);
+        assert_eq!(f.median_now(), None, "nothing told yet");
+        f.told_cluster_time(T);
+        let m = f.median_now().unwrap();
+        assert!((T..T + 1_000).contains(&m), "{m}");
+        // A leader with a majority sampled uses its own median.
+        let (l, _) = clocks(T);
+        l.set_membership(1, vec![1, 2, 3]);
+        l.peer_sample(2, T + 100, None, Instant::now());
+        let m = l.median_now().unwrap();
+        assert!((T..T + 1_000).contains(&m), "{m}");
     }
 
     #[test]

@@ -668,3 +668,73 @@ async fn the_http_port_serves_tls_when_asked() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains("sessiond_insecure 0"), "{body}");
 }
+
+/// A call a follower forwarded that reaches the leader after its caller's deadline (held up
+/// by a partition until it healed, say) does nothing: its client gave up and retried long
+/// ago, and a read acting now could judge a token by a later time than it was sent at.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forwarded_call_past_its_deadline_is_refused_and_does_nothing() {
+    let c = TestCluster::start3().await;
+    let leader = c.leader().await;
+    let follower = c.follower().await;
+    let (fid, lid) = (c.nodes[follower].id, c.nodes[leader].id);
+    // The follower's own identity, as its forwarding channel presents it.
+    let ch = Channel::from_shared(format!("https://{}", c.nodes[leader].client_addr))
+        .unwrap()
+        .tls_config(node_tls(&c.certs, fid, lid))
+        .unwrap()
+        .connect_lazy();
+    fn forwarded<T>(msg: T, deadline_ms: u64) -> tonic::Request<T> {
+        let mut r = call(msg);
+        let m = r.metadata_mut();
+        m.insert("sessiond-forwarded-for", APP.parse().unwrap());
+        m.insert(
+            "sessiond-deadline-ms",
+            deadline_ms.to_string().parse().unwrap(),
+        );
+        r
+    }
+    // Deadlines are dated by the voters' median clock: here, the host's.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // The leader judges deadlines once it has sampled a majority of the voters' clocks (a
+    // few heartbeats after its election): a read that writes nothing tells when.
+    wait_for(
+        Duration::from_secs(10),
+        "the leader to reckon the voters' median clock",
+        || {
+            let ch = ch.clone();
+            async move {
+                let list = ListUserSessionsRequest {
+                    user_id: "late".into(),
+                    ..Default::default()
+                };
+                let r = SessionsClient::new(ch)
+                    .list_user_sessions(forwarded(list, now_ms - 60_000))
+                    .await;
+                r.err()
+                    .filter(|s| s.code() == tonic::Code::DeadlineExceeded)
+            }
+        },
+    )
+    .await;
+    let before = c.status(leader).await.unwrap().applied_index;
+    let r = SessionsClient::new(ch.clone())
+        .create_session(forwarded(create("late", rid()), now_ms - 60_000))
+        .await;
+    assert_eq!(r.unwrap_err().code(), tonic::Code::DeadlineExceeded);
+    assert_eq!(sessions_of(&c, "late").await, 0);
+    assert_eq!(
+        c.status(leader).await.unwrap().applied_index,
+        before,
+        "nothing was written"
+    );
+    // The same call inside its deadline is served.
+    SessionsClient::new(ch)
+        .create_session(forwarded(create("late", rid()), now_ms + 60_000))
+        .await
+        .expect("a forwarded call inside its deadline");
+    assert_eq!(sessions_of(&c, "late").await, 1);
+}

@@ -86,6 +86,15 @@ pub fn unavailable(message: impl Into<String>, leader: Option<(NodeId, &NodeInfo
     status(Kind::Unavailable, d)
 }
 
+/// `DEADLINE_EXCEEDED`: the caller has given up; nothing was done. Retried like
+/// `UNAVAILABLE`.
+pub fn deadline_exceeded(message: impl Into<String>) -> ApiError {
+    status(
+        Kind::DeadlineExceeded,
+        detail(ErrorCode::Unavailable, message),
+    )
+}
+
 /// `NOT_LEADER`, with the leader when known.
 pub fn not_leader(leader_id: Option<NodeId>, leader: Option<&NodeInfo>) -> ApiError {
     let mut d = detail(ErrorCode::NotLeader, "this node is not the leader");

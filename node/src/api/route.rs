@@ -6,7 +6,7 @@
 //! again, so that a node that is no longer leader answers `NOT_LEADER` instead of bouncing the
 //! call around the cluster.
 
-use super::caller::Caller;
+use super::caller::{Caller, DEADLINE_KEY};
 use super::error::{self, ApiError};
 use super::grpc;
 use crate::network::Channels;
@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 use sessiond_proto::v1 as pb;
 use sessiond_proto::v1::sessions_client::SessionsClient;
 use std::time::Duration;
+use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
@@ -216,15 +217,25 @@ impl Router {
         }
     }
 
-    /// Forward `req` to `leader` for `caller`; the answer names the leader.
+    /// Forward `req` to `leader` for `caller`; the answer names the leader. `median_ms` is the
+    /// voters' median clock as this node reckons it: the call carries the time by which its
+    /// caller gives up ([`DEADLINE_KEY`]), and the leader serves nothing past it (without a
+    /// reckoning, no deadline is sent and only the relative timeout applies).
     pub async fn forward<R: Forward>(
         &self,
         ch: Channel,
         leader: LeaderAt,
         caller: &Caller,
         req: R,
+        median_ms: Option<u64>,
     ) -> Result<Served<R::Answer>, ApiError> {
-        let r = self.request(caller, req)?;
+        let mut r = self.request(caller, req)?;
+        if let Some(now) = median_ms {
+            let left = caller.remaining(self.timeout);
+            let deadline = now.saturating_add(left.as_millis() as u64);
+            r.metadata_mut()
+                .insert(DEADLINE_KEY, MetadataValue::from(deadline));
+        }
         match R::send(sessions_client(ch), r).await {
             Ok(answer) => Ok(Served {
                 value: answer.into_inner(),
@@ -234,13 +245,20 @@ impl Router {
         }
     }
 
-    /// Wrap a message for forwarding on behalf of `caller`.
+    /// Wrap a message for forwarding on behalf of `caller`, with what remains of its time
+    /// (at most the forwarding timeout). Refused when nothing remains: the caller has gone.
     pub fn request<T>(&self, caller: &Caller, msg: T) -> Result<Request<T>, ApiError> {
+        let left = caller.remaining(self.timeout);
+        if left.is_zero() {
+            return Err(error::deadline_exceeded(
+                "the caller's deadline passed before the call could be forwarded",
+            ));
+        }
         let mut r = Request::new(msg);
         let name = tonic::metadata::MetadataValue::try_from(caller.name())
             .map_err(|_| error::invalid("principal name is not valid metadata"))?;
         r.metadata_mut().insert(FORWARDED_FOR_KEY, name);
-        r.set_timeout(self.timeout);
+        r.set_timeout(left);
         Ok(r)
     }
 }

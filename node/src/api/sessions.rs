@@ -127,19 +127,41 @@ impl SessionsCore {
         local: impl AsyncFnOnce(&R) -> Result<R::Answer, Failure>,
     ) -> Result<Served<R::Answer>, ApiError> {
         let (leader_id, leader) = match self.router.route(caller.forwarded)? {
-            Route::Forward(ch, addr) => return self.router.forward(ch, addr, caller, req).await,
-            Route::Local => match local(&req).await {
-                Ok(v) => return Ok(Served::here(v)),
-                Err(Failure::Error(e)) => return Err(e),
-                Err(Failure::NotLeader { leader_id, leader }) => (leader_id, leader),
-            },
+            Route::Forward(ch, addr) => {
+                return self
+                    .router
+                    .forward(ch, addr, caller, req, self.clocks.median_now())
+                    .await
+            }
+            Route::Local => {
+                self.served_in_time(caller)?;
+                match local(&req).await {
+                    Ok(v) => return Ok(Served::here(v)),
+                    Err(Failure::Error(e)) => return Err(e),
+                    Err(Failure::NotLeader { leader_id, leader }) => (leader_id, leader),
+                }
+            }
         };
         match self
             .router
             .forward_to(caller.forwarded, leader_id, leader)?
         {
-            Route::Forward(ch, addr) => self.router.forward(ch, addr, caller, req).await,
+            Route::Forward(ch, addr) => {
+                self.router
+                    .forward(ch, addr, caller, req, self.clocks.median_now())
+                    .await
+            }
             Route::Local => Err(error::unavailable("leadership is changing", None)),
+        }
+    }
+
+    /// Refuse a forwarded call whose caller's deadline has passed by the voters' median clock
+    /// as this node reckons it (see [`crate::clock::Clocks::median_now`]; not reckoned yet:
+    /// served).
+    fn served_in_time(&self, caller: &Caller) -> Result<(), ApiError> {
+        match self.clocks.median_now() {
+            Some(now) => caller.still_waiting(now),
+            None => Ok(()),
         }
     }
 
@@ -273,7 +295,7 @@ impl SessionsCore {
         if req.consistency == pb::Consistency::Stale as i32 && self.stale_allowed() {
             // Served here. A touch that is due, or a reuse to record, is a write: those go
             // to the leader as the equivalent leader-only call.
-            match self.get_local(&token, req.touch, false).await {
+            match self.get_local(&token, req.touch, false, None).await {
                 Ok(r) => return Ok(Served::here(r)),
                 Err(Failure::Error(e)) => return Err(e),
                 Err(Failure::NotLeader { .. }) => {}
@@ -281,23 +303,34 @@ impl SessionsCore {
             req.consistency = pb::Consistency::Linearizable as i32;
         }
         let touch = req.touch;
+        let deadline = caller.deadline_ms;
         self.leader_only(caller, req, async |_| {
-            self.get_local(&token, touch, true).await
+            self.get_local(&token, touch, true, deadline).await
         })
         .await
     }
 
-    /// Validate a token against local state; `linearizable` first confirms leadership.
+    /// Validate a token against local state; `linearizable` first confirms leadership. A
+    /// forwarded read whose caller's deadline (cluster time) passed while leadership was
+    /// being confirmed judges nothing: a reuse it found would revoke the session for a
+    /// request its client abandoned.
     async fn get_local(
         &self,
         token: &Token,
         touch: bool,
         linearizable: bool,
+        deadline_ms: Option<u64>,
     ) -> Result<pb::GetSessionResponse, Failure> {
         if linearizable {
             self.reads.confirm().await?;
         }
         let now = self.now()?;
+        let late = deadline_ms.zip(self.clocks.median_now());
+        if late.is_some_and(|(d, median)| median > d) {
+            return Err(Failure::Error(error::deadline_exceeded(
+                "the forwarded read's deadline passed while leadership was confirmed",
+            )));
+        }
         let lookup =
             query::by_token(&self.state.view(), &token.hash(), now).map_err(error::storage)?;
         match lookup {
@@ -368,8 +401,9 @@ impl SessionsCore {
     ) -> Result<Served<pb::TouchSessionResponse>, ApiError> {
         caller.require(Role::App)?;
         let token = Token::parse(&req.token).map_err(error::format)?;
+        let deadline = caller.deadline_ms;
         self.leader_only(caller, req, async |_| {
-            let got = self.get_local(&token, true, true).await?;
+            let got = self.get_local(&token, true, true, deadline).await?;
             Ok(pb::TouchSessionResponse {
                 session: got.session,
                 superseded: got.superseded,
