@@ -45,9 +45,9 @@ impl NoWrites<'_> {
         want: ErrorCode,
         call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) {
-        let before = self.c.status(self.leader).await.unwrap().applied_index;
+        let before = self.c.status(self.leader).await.unwrap().last_log_index;
         let r = call.await;
-        let after = self.c.status(self.leader).await.unwrap().applied_index;
+        let after = self.c.status(self.leader).await.unwrap().last_log_index;
         if let Err(s) = &r {
             assert_eq!(code(s), want, "{what}: {s:?}");
         }

@@ -53,12 +53,15 @@ impl Ctx {
         Ctx { c, leader, l, f }
     }
 
-    async fn applied(&self) -> u64 {
+    /// The leader's last log index: what "writes nothing" is measured by. Not the applied
+    /// index, which the leader reports a moment after it has answered the write that
+    /// advanced it, so a write just answered could seem to come from the next call.
+    async fn logged(&self) -> u64 {
         self.c
             .status(self.leader)
             .await
             .expect("leader status")
-            .applied_index
+            .last_log_index
     }
 
     /// `call` fails with `want` (as `ErrorCode` and gRPC code) and appends nothing to the log.
@@ -68,9 +71,9 @@ impl Ctx {
         want: ErrorCode,
         call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> ErrorDetail {
-        let before = self.applied().await;
+        let before = self.logged().await;
         let r = call.await;
-        let after = self.applied().await;
+        let after = self.logged().await;
         if let Err(s) = &r {
             assert_eq!(code(s), want, "{what}: {s:?}");
         }
@@ -86,9 +89,9 @@ impl Ctx {
         want: tonic::Code,
         call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> tonic::Status {
-        let before = self.applied().await;
+        let before = self.logged().await;
         let r = call.await;
-        let after = self.applied().await;
+        let after = self.logged().await;
         let s = match r {
             Ok(v) => panic!(
                 "{what}: expected {want:?}, got a success: {:?}",
@@ -551,7 +554,7 @@ async fn list_pages(x: &Ctx) {
     assert_eq!(rest.sessions.len(), 3);
     assert!(rest.next_page_token.is_empty());
     // A malformed page token: INVALID_ARGUMENT, nothing written.
-    let before = x.applied().await;
+    let before = x.logged().await;
     for bad in ["zz".to_string(), "00".to_string(), "ab".repeat(30)] {
         expect_err(
             x.l.clone()
@@ -563,7 +566,7 @@ async fn list_pages(x: &Ctx) {
             ErrorCode::InvalidArgument,
         );
     }
-    assert_eq!(x.applied().await, before);
+    assert_eq!(x.logged().await, before);
 }
 
 /// The per-user cap under the default policy (`evict`): the create past the cap succeeds and

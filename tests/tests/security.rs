@@ -127,7 +127,7 @@ async fn callers_are_authenticated_and_authorised_by_role() {
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // TLS without any credential: UNAUTHENTICATED, nothing written.
-    let before = c.status(leader).await.unwrap().applied_index;
+    let before = c.status(leader).await.unwrap().last_log_index;
     let r = SessionsClient::new(anonymous_channel(&c.certs, &addr))
         .create_session(call(create("mallory", rid())))
         .await;
@@ -137,7 +137,7 @@ async fn callers_are_authenticated_and_authorised_by_role() {
         .create_session(bearer(create("mallory", rid()), "sd_not-a-real-secret"))
         .await;
     expect_err(r, ErrorCode::Unauthenticated);
-    assert_eq!(c.status(leader).await.unwrap().applied_index, before);
+    assert_eq!(c.status(leader).await.unwrap().last_log_index, before);
     assert_eq!(sessions_of(&c, "mallory").await, 0);
 
     // The app principal may use sessions but not change the membership.
@@ -169,12 +169,12 @@ async fn callers_are_authenticated_and_authorised_by_role() {
         .watch_revocations(call(WatchRevocationsRequest { from_index: 0 }))
         .await
         .expect("the watch role may watch revocations");
-    let before = c.status(leader).await.unwrap().applied_index;
+    let before = c.status(leader).await.unwrap().last_log_index;
     let r = SessionsClient::new(c.channel_as(WATCHER, leader))
         .create_session(call(create("mallory", rid())))
         .await;
     expect_err(r, ErrorCode::PermissionDenied);
-    assert_eq!(c.status(leader).await.unwrap().applied_index, before);
+    assert_eq!(c.status(leader).await.unwrap().last_log_index, before);
 
     // Through a follower the forwarded call keeps the caller's principal: still refused.
     let follower = c.follower().await;
@@ -221,14 +221,14 @@ async fn a_bearer_credential_authenticates_once_the_nodes_reload() {
 
     // A client certificate and a bearer credential together are refused, even both valid:
     // two credentials may name two principals. Nothing is written.
-    let before = c.status(leader).await.unwrap().applied_index;
+    let before = c.status(leader).await.unwrap().last_log_index;
     for presented in [secret.as_str(), "sd_not-a-real-secret"] {
         let r = SessionsClient::new(c.channel_as(APP, leader))
             .create_session(bearer(create("bea-both", rid()), presented))
             .await;
         expect_err(r, ErrorCode::Unauthenticated);
     }
-    assert_eq!(c.status(leader).await.unwrap().applied_index, before);
+    assert_eq!(c.status(leader).await.unwrap().last_log_index, before);
     assert_eq!(sessions_of(&c, "bea-both").await, 0);
 }
 
@@ -720,14 +720,14 @@ async fn a_forwarded_call_past_its_deadline_is_refused_and_does_nothing() {
         },
     )
     .await;
-    let before = c.status(leader).await.unwrap().applied_index;
+    let before = c.status(leader).await.unwrap().last_log_index;
     let r = SessionsClient::new(ch.clone())
         .create_session(forwarded(create("late", rid()), now_ms - 60_000))
         .await;
     assert_eq!(r.unwrap_err().code(), tonic::Code::DeadlineExceeded);
     assert_eq!(sessions_of(&c, "late").await, 0);
     assert_eq!(
-        c.status(leader).await.unwrap().applied_index,
+        c.status(leader).await.unwrap().last_log_index,
         before,
         "nothing was written"
     );
