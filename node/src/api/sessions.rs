@@ -157,8 +157,11 @@ impl SessionsCore {
 
     /// Refuse a forwarded call whose caller's deadline has passed by the voters' median clock
     /// as this node reckons it (see [`crate::clock::Clocks::median_now`]; not reckoned yet:
-    /// served).
+    /// served). A direct call carries no deadline and costs nothing here.
     fn served_in_time(&self, caller: &Caller) -> Result<(), ApiError> {
+        if caller.deadline_ms.is_none() {
+            return Ok(());
+        }
         match self.clocks.median_now() {
             Some(now) => caller.still_waiting(now),
             None => Ok(()),
@@ -303,33 +306,29 @@ impl SessionsCore {
             req.consistency = pb::Consistency::Linearizable as i32;
         }
         let touch = req.touch;
-        let deadline = caller.deadline_ms;
         self.leader_only(caller, req, async |_| {
-            self.get_local(&token, touch, true, deadline).await
+            self.get_local(&token, touch, true, Some(caller)).await
         })
         .await
     }
 
     /// Validate a token against local state; `linearizable` first confirms leadership. A
-    /// forwarded read whose caller's deadline (cluster time) passed while leadership was
-    /// being confirmed judges nothing: a reuse it found would revoke the session for a
+    /// forwarded read whose caller's deadline passed while leadership was being confirmed
+    /// judges nothing: a reuse it found would revoke the session for a
     /// request its client abandoned.
     async fn get_local(
         &self,
         token: &Token,
         touch: bool,
         linearizable: bool,
-        deadline_ms: Option<u64>,
+        caller: Option<&Caller>,
     ) -> Result<pb::GetSessionResponse, Failure> {
         if linearizable {
             self.reads.confirm().await?;
         }
         let now = self.now()?;
-        let late = deadline_ms.zip(self.clocks.median_now());
-        if late.is_some_and(|(d, median)| median > d) {
-            return Err(Failure::Error(error::deadline_exceeded(
-                "the forwarded read's deadline passed while leadership was confirmed",
-            )));
+        if let Some(caller) = caller {
+            self.served_in_time(caller)?;
         }
         let lookup =
             query::by_token(&self.state.view(), &token.hash(), now).map_err(error::storage)?;
@@ -401,9 +400,8 @@ impl SessionsCore {
     ) -> Result<Served<pb::TouchSessionResponse>, ApiError> {
         caller.require(Role::App)?;
         let token = Token::parse(&req.token).map_err(error::format)?;
-        let deadline = caller.deadline_ms;
         self.leader_only(caller, req, async |_| {
-            let got = self.get_local(&token, true, true, deadline).await?;
+            let got = self.get_local(&token, true, true, Some(caller)).await?;
             Ok(pb::TouchSessionResponse {
                 session: got.session,
                 superseded: got.superseded,
